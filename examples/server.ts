@@ -1,0 +1,37 @@
+import { randomBytes } from 'node:crypto'
+import { resolve } from 'node:path'
+import { buildExampleApp } from './app.js'
+import { signToken } from './jwt-auth.js'
+
+const DEMO_USERS: Array<[string, string[]]> = [
+  ['alice', ['red']],
+  ['bob', ['red']],
+  ['carol', ['blue']],
+  ['dave', ['red', 'blue']]
+]
+
+const port = Number(process.env.PORT ?? 3000)
+const host = process.env.HOST ?? '127.0.0.1'
+const databasePath = resolve(process.env.DATABASE_PATH ?? 'data/atlas.db')
+const redisUrl = process.env.REDIS_URL || undefined
+const configuredSecret = process.env.JWT_SECRET
+// With no secret configured, a fresh random one per start: the printed demo tokens work, and
+// nobody can forge tokens for a server that was started without thinking about it.
+const jwtSecret = configuredSecret ?? randomBytes(32).toString('hex')
+
+const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off' })
+await app.listen({ port, host })
+
+const base = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`
+console.log(`\nAtlas Realtime example on ${base}  (database ${databasePath}, broker ${redisUrl === undefined ? 'in-process' : redisUrl})`)
+if (configuredSecret === undefined) {
+  console.log('No JWT_SECRET set: development tokens for demo users (valid 12 h):')
+  for (const [user, teams] of DEMO_USERS) {
+    const token = await signToken(jwtSecret, user, teams)
+    console.log(`  ${user.padEnd(6)} teams ${teams.join(',').padEnd(9)} ${base}/#token=${token}`)
+  }
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => { app.close().then(() => process.exit(0), () => process.exit(1)) })
+}

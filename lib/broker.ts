@@ -1,0 +1,44 @@
+import type { LoggedEvent } from './types.js'
+
+/**
+ * Carries committed events between the instances of one deployment. It is at-most-once by
+ * nature (Redis pub/sub drops what a reconnecting subscriber misses): the hub makes delivery
+ * whole by reading the event log, so a broker only has to be fast and to say when it may have
+ * missed something (`onResubscribed`).
+ */
+export interface Broker {
+  /** This process's id; messages an instance published itself are never handed back to it. */
+  readonly instanceId: string
+  /** Sends a committed event to the other instances. Rejects when the broker cannot take it now. */
+  publish (event: LoggedEvent): Promise<void>
+  subscribe (teamId: string): Promise<void>
+  unsubscribe (teamId: string): Promise<void>
+  /** Registers the receiver of other instances' events and of reconnect notices. */
+  attach (handlers: BrokerHandlers): void
+  close (): Promise<void>
+}
+
+export interface BrokerHandlers {
+  /** An event another instance published. */
+  onEvent (event: LoggedEvent): void
+  /**
+   * The subscription was lost and is active again: messages published in between may be gone,
+   * so the receiver should catch up from the log. Also called when a publisher that failed can
+   * publish again, so the outbox can be relayed.
+   */
+  onResubscribed (): void
+}
+
+/** Wire form of a broker message: `<instanceId> <seq> <payload>`; cheap to split, payload untouched. */
+export function encodeBrokerMessage (instanceId: string, event: LoggedEvent): string {
+  return `${instanceId} ${event.seq} ${event.payload}`
+}
+
+export function decodeBrokerMessage (teamId: string, message: string): { origin: string, event: LoggedEvent } | undefined {
+  const first = message.indexOf(' ')
+  const second = message.indexOf(' ', first + 1)
+  if (first <= 0 || second <= first) return undefined
+  const seq = Number(message.slice(first + 1, second))
+  if (!Number.isSafeInteger(seq) || seq <= 0) return undefined
+  return { origin: message.slice(0, first), event: { teamId, seq, payload: message.slice(second + 1) } }
+}

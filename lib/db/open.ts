@@ -1,0 +1,48 @@
+import Database from 'better-sqlite3'
+import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3'
+import { migrate } from 'drizzle-orm/better-sqlite3/migrator'
+import { fileURLToPath } from 'node:url'
+import { existsSync, mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import * as schema from './schema.js'
+
+export type AtlasDatabase = BetterSQLite3Database<typeof schema>
+
+/** The committed drizzle-kit migrations, found relative to this file both in source and in dist/. */
+export function defaultMigrationsFolder (): string {
+  for (const relative of ['../../drizzle', '../../../drizzle']) {
+    const folder = fileURLToPath(new URL(relative, import.meta.url))
+    if (existsSync(`${folder}/meta/_journal.json`)) return folder
+  }
+  throw new Error('atlas-realtime: cannot find the drizzle/ migrations folder; pass migrationsFolder')
+}
+
+export interface OpenDatabaseOptions {
+  /** File path, or ':memory:'. */
+  path: string
+  /** How long a writer waits for another process's lock before failing, in ms. */
+  busyTimeoutMs?: number
+  migrationsFolder?: string
+}
+
+export interface OpenedDatabase {
+  sqlite: Database.Database
+  db: AtlasDatabase
+  close (): void
+}
+
+export function openDatabase (options: OpenDatabaseOptions): OpenedDatabase {
+  const { path, busyTimeoutMs = 5000 } = options
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
+  const sqlite = new Database(path, { timeout: busyTimeoutMs })
+  if (path !== ':memory:') {
+    // WAL lets readers in other processes go on while one writes; NORMAL is durable across
+    // process crashes in WAL mode, which is the failure this library must survive.
+    sqlite.pragma('journal_mode = WAL')
+    sqlite.pragma('synchronous = NORMAL')
+  }
+  sqlite.pragma('foreign_keys = ON')
+  const db = drizzle(sqlite, { schema })
+  migrate(db, { migrationsFolder: options.migrationsFolder ?? defaultMigrationsFolder() })
+  return { sqlite, db, close: () => { if (sqlite.open) sqlite.close() } }
+}

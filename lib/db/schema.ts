@@ -1,0 +1,62 @@
+import { sqliteTable, text, integer, index, primaryKey } from 'drizzle-orm/sqlite-core'
+import { sql } from 'drizzle-orm'
+
+export const TASK_STATUSES = ['todo', 'in_progress', 'done'] as const
+export type TaskStatus = (typeof TASK_STATUSES)[number]
+
+export const tasks = sqliteTable('tasks', {
+  id: text('id').primaryKey(),
+  teamId: text('team_id').notNull(),
+  title: text('title').notNull(),
+  description: text('description').notNull().default(''),
+  status: text('status', { enum: TASK_STATUSES }).notNull().default('todo'),
+  assignee: text('assignee'),
+  dueDate: text('due_date'),
+  version: integer('version').notNull(),
+  createdAt: integer('created_at').notNull(),
+  updatedAt: integer('updated_at').notNull(),
+  updatedBy: text('updated_by').notNull()
+}, (t) => [
+  index('tasks_team_created_idx').on(t.teamId, t.createdAt)
+])
+
+// One row per team: the last sequence number handed out and how far the log has been pruned.
+// Keeping the counter in its own row (rather than MAX(seq) over events) means pruning can never
+// make a sequence number come back.
+export const teamSequences = sqliteTable('team_sequences', {
+  teamId: text('team_id').primaryKey(),
+  seq: integer('seq').notNull(),
+  prunedThrough: integer('pruned_through').notNull().default(0)
+})
+
+// The team's event log. It is at once the outbox (published = 0 until a broker accepted it)
+// and the history clients resume from. `payload` is the event frame exactly as it goes on the
+// wire, serialised once at commit.
+export const events = sqliteTable('events', {
+  teamId: text('team_id').notNull(),
+  seq: integer('seq').notNull(),
+  type: text('type').notNull(),
+  taskId: text('task_id').notNull(),
+  payload: text('payload').notNull(),
+  createdAt: integer('created_at').notNull(),
+  published: integer('published').notNull().default(0)
+}, (t) => [
+  primaryKey({ columns: [t.teamId, t.seq] }),
+  index('events_unpublished_idx').on(t.teamId, t.seq).where(sql`published = 0`),
+  index('events_created_idx').on(t.createdAt)
+])
+
+// Durable idempotency: a client mutation id seen once, with the response it produced.
+export const mutations = sqliteTable('mutations', {
+  teamId: text('team_id').notNull(),
+  actor: text('actor').notNull(),
+  mutationId: text('mutation_id').notNull(),
+  fingerprint: text('fingerprint').notNull(),
+  result: text('result').notNull(),
+  createdAt: integer('created_at').notNull()
+}, (t) => [
+  primaryKey({ columns: [t.teamId, t.actor, t.mutationId] }),
+  index('mutations_created_idx').on(t.createdAt)
+])
+
+export type TaskRow = typeof tasks.$inferSelect

@@ -1,0 +1,316 @@
+import type { Broker } from './broker.js'
+import type { ResyncReason, ServerControlFrame } from './protocol.js'
+import type { RetentionPolicy, TaskRepository } from './repository.js'
+import type { LoggedEvent } from './types.js'
+
+/** One subscriber of team streams: a WebSocket connection, in practice. */
+export interface HubClient {
+  readonly closed: boolean
+  /** Sends an event frame. The same buffer is handed to every client of the team: do not change it. */
+  sendEvent (frame: Buffer): void
+  sendControl (frame: ServerControlFrame): void
+}
+
+export interface HubLogger {
+  warn (obj: object, msg: string): void
+  error (obj: object, msg: string): void
+  debug (obj: object, msg: string): void
+}
+
+export interface HubOptions {
+  repository: TaskRepository
+  broker: Broker
+  logger?: HubLogger
+  /** A resume further behind than this many events gets a resync instead of a replay. */
+  maxReplayEvents?: number
+  /** How often unpublished events older than `relayGraceMs` are relayed (0: only at start and on reconnect). */
+  relayIntervalMs?: number
+  relayGraceMs?: number
+  /** Retention of the event log, enforced every `pruneIntervalMs` (0: never). */
+  retention?: RetentionPolicy & { pruneIntervalMs?: number }
+  /** Test hook: runs after an event committed and before it is published. */
+  beforePublish?: (event: LoggedEvent) => void
+}
+
+/** The local subscribers of one team and how far this instance has delivered the team's log. */
+class TeamStream {
+  readonly clients = new Set<HubClient>()
+  /** Highest seq handed to the clients; every seq up to it was handed out, in order. */
+  delivered = 0
+  ready = false
+  pendingJoins = 0
+  constructor (readonly subscribed: Promise<void>) {}
+}
+
+const CATCH_UP_PAGE = 500
+const RELAY_PAGE = 1000
+const silentLogger: HubLogger = { warn () {}, error () {}, debug () {} }
+
+/**
+ * Per-instance fan-out. For each team with local subscribers it keeps one ordered, gapless
+ * stream: an event is handed on only when it is the next seq; anything else (a gap after a lost
+ * broker message, a reconnect, an event from another instance that arrived before an earlier
+ * one) is filled from the event log first. Events committed here are published to the other
+ * instances; the log's `published` flag makes it an outbox that is relayed when the broker
+ * could not take an event.
+ */
+export class Hub {
+  readonly #repository: TaskRepository
+  readonly #broker: Broker
+  readonly #log: HubLogger
+  readonly #teams = new Map<string, TeamStream>()
+  readonly #maxReplay: number
+  readonly #relayGraceMs: number
+  readonly #beforePublish: ((event: LoggedEvent) => void) | undefined
+  readonly #retention: RetentionPolicy
+  readonly #timers: NodeJS.Timeout[] = []
+  readonly #unsubscribeCommits: () => void
+  #publishedBatch: Array<{ teamId: string, seq: number }> = []
+  #flushScheduled = false
+  #inflight = new Set<Promise<void>>()
+  #relaying = false
+  #closed = false
+
+  constructor (options: HubOptions) {
+    this.#repository = options.repository
+    this.#broker = options.broker
+    this.#log = options.logger ?? silentLogger
+    this.#maxReplay = options.maxReplayEvents ?? 10_000
+    this.#relayGraceMs = options.relayGraceMs ?? 1000
+    this.#beforePublish = options.beforePublish
+    const { pruneIntervalMs = 60_000, ...retention } = options.retention ?? {}
+    this.#retention = retention
+    this.#broker.attach({
+      onEvent: (event) => { this.#advance(event) },
+      onResubscribed: () => { this.#recover() }
+    })
+    this.#unsubscribeCommits = this.#repository.onCommit((event) => {
+      this.#advance(event)
+      this.#publish(event)
+    })
+    const relayIntervalMs = options.relayIntervalMs ?? 1000
+    if (relayIntervalMs > 0) this.#every(relayIntervalMs, () => { this.#relay(Date.now() - this.#relayGraceMs) })
+    if (pruneIntervalMs > 0) this.#every(pruneIntervalMs, () => { this.prune() })
+    // Whatever an earlier process committed and never published goes out now.
+    this.#relay(Date.now())
+  }
+
+  /** Number of teams with local subscribers, and of subscriptions. */
+  get stats (): { teams: number, subscriptions: number } {
+    let subscriptions = 0
+    for (const stream of this.#teams.values()) subscriptions += stream.clients.size
+    return { teams: this.#teams.size, subscriptions }
+  }
+
+  /**
+   * Subscribes `client` to a team's events. With `since` (the last seq the client holds) it is
+   * first sent every later event from the log, then live ones; the seam has neither gap nor
+   * duplicate because replay and joining happen in one synchronous step. Ends with a
+   * `subscribed` frame, or a `resync` when the log cannot serve `since`.
+   */
+  async join (client: HubClient, teamId: string, since?: number): Promise<void> {
+    if (this.#closed) return
+    const stream = this.#streamFor(teamId)
+    stream.pendingJoins++
+    try {
+      await stream.subscribed
+    } finally {
+      stream.pendingJoins--
+    }
+    if (client.closed || this.#closed || !stream.ready) {
+      this.#releaseIfIdle(teamId, stream)
+      return
+    }
+    if (stream.clients.has(client)) {
+      client.sendControl({ type: 'subscribed', teamId, seq: stream.delivered, replayed: 0 })
+      return
+    }
+    // From here to the end nothing awaits: no event can slip between replay and live delivery.
+    const { head, prunedThrough } = this.#repository.history(teamId)
+    this.#catchUp(teamId, stream)
+    let resync: ResyncReason | undefined
+    let replayed = 0
+    if (since !== undefined) {
+      if (since > head) resync = 'ahead_of_log'
+      else if (since < prunedThrough) resync = 'history_pruned'
+      else if (stream.delivered - since > this.#maxReplay) resync = 'too_far_behind'
+      else replayed = this.#replay(client, teamId, since, stream.delivered)
+    }
+    stream.clients.add(client)
+    if (resync !== undefined) client.sendControl({ type: 'resync', teamId, seq: stream.delivered, reason: resync })
+    else client.sendControl({ type: 'subscribed', teamId, seq: stream.delivered, replayed })
+  }
+
+  leave (client: HubClient, teamId: string): void {
+    const stream = this.#teams.get(teamId)
+    if (stream === undefined) return
+    stream.clients.delete(client)
+    this.#releaseIfIdle(teamId, stream)
+  }
+
+  leaveAll (client: HubClient, teamIds: Iterable<string>): void {
+    for (const teamId of teamIds) this.leave(client, teamId)
+  }
+
+  /** Applies the retention policy now. */
+  prune (): void {
+    try {
+      const removed = this.#repository.prune(this.#retention)
+      if (removed.events > 0 || removed.mutationIds > 0) this.#log.debug(removed, 'atlas: pruned event log')
+    } catch (err) {
+      this.#log.warn({ err }, 'atlas: pruning the event log failed; retrying later')
+    }
+  }
+
+  /** Stops timers, waits for publishes in flight (bounded by `timeoutMs`), records what was published. */
+  async close (timeoutMs = 5000): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#unsubscribeCommits()
+    for (const timer of this.#timers) clearInterval(timer)
+    let timeout: NodeJS.Timeout | undefined
+    await Promise.race([
+      Promise.allSettled([...this.#inflight]),
+      new Promise((resolve) => { timeout = setTimeout(resolve, timeoutMs) })
+    ])
+    clearTimeout(timeout)
+    this.#flushPublished()
+    this.#teams.clear()
+  }
+
+  #every (ms: number, fn: () => void): void {
+    const timer = setInterval(fn, ms)
+    timer.unref()
+    this.#timers.push(timer)
+  }
+
+  #streamFor (teamId: string): TeamStream {
+    let stream = this.#teams.get(teamId)
+    if (stream === undefined) {
+      const created: TeamStream = new TeamStream(this.#broker.subscribe(teamId).then(() => {
+        // Subscribed first, head read second: every event after this head arrives by the broker.
+        created.delivered = this.#repository.headSeq(teamId)
+        created.ready = true
+      }, (err: unknown) => {
+        this.#log.error({ err, teamId }, 'atlas: broker subscription failed')
+        this.#teams.delete(teamId)
+      }))
+      stream = created
+      this.#teams.set(teamId, stream)
+    }
+    return stream
+  }
+
+  #releaseIfIdle (teamId: string, stream: TeamStream): void {
+    if (stream.clients.size > 0 || stream.pendingJoins > 0 || this.#teams.get(teamId) !== stream) return
+    this.#teams.delete(teamId)
+    if (!this.#closed) {
+      this.#broker.unsubscribe(teamId).catch((err: unknown) => { this.#log.warn({ err, teamId }, 'atlas: broker unsubscribe failed') })
+    }
+  }
+
+  /** Takes an event from any source (local commit, broker, relay) into its team's stream, in order. */
+  #advance (event: LoggedEvent): void {
+    const stream = this.#teams.get(event.teamId)
+    if (stream === undefined || !stream.ready || event.seq <= stream.delivered) return
+    if (event.seq === stream.delivered + 1) this.#deliver(stream, event)
+    else this.#catchUp(event.teamId, stream)
+  }
+
+  #deliver (stream: TeamStream, event: LoggedEvent): void {
+    stream.delivered = event.seq
+    if (stream.clients.size === 0) return
+    const frame = Buffer.from(event.payload)
+    for (const client of stream.clients) client.sendEvent(frame)
+  }
+
+  /** Delivers everything the log holds after what this stream delivered. */
+  #catchUp (teamId: string, stream: TeamStream): void {
+    for (;;) {
+      const page = this.#repository.eventsAfter(teamId, stream.delivered, CATCH_UP_PAGE)
+      for (const event of page) {
+        if (event.seq !== stream.delivered + 1) {
+          // Pruned while this instance was cut off: what is missing cannot be replayed.
+          this.#log.warn({ teamId, from: stream.delivered, to: event.seq }, 'atlas: events pruned before delivery; clients told to resync')
+          for (const client of stream.clients) client.sendControl({ type: 'resync', teamId, seq: event.seq - 1, reason: 'history_pruned' })
+          stream.delivered = event.seq - 1
+        }
+        this.#deliver(stream, event)
+      }
+      if (page.length < CATCH_UP_PAGE) return
+    }
+  }
+
+  #replay (client: HubClient, teamId: string, since: number, through: number): number {
+    let last = since
+    while (last < through) {
+      const page = this.#repository.eventsAfter(teamId, last, Math.min(CATCH_UP_PAGE, through - last))
+      if (page.length === 0) break
+      for (const event of page) client.sendEvent(Buffer.from(event.payload))
+      last = page[page.length - 1].seq
+    }
+    return last - since
+  }
+
+  /** After a broker reconnect: catch every stream up from the log and relay the outbox. */
+  #recover (): void {
+    if (this.#closed) return
+    for (const [teamId, stream] of this.#teams) {
+      if (stream.ready) this.#catchUp(teamId, stream)
+    }
+    this.#relay(Date.now())
+  }
+
+  #publish (event: LoggedEvent): void {
+    this.#beforePublish?.(event)
+    const publishing: Promise<void> = this.#broker.publish(event).then(() => {
+      this.#publishedBatch.push({ teamId: event.teamId, seq: event.seq })
+      this.#scheduleFlush()
+    }, (err: unknown) => {
+      this.#log.debug({ err, teamId: event.teamId, seq: event.seq }, 'atlas: publish failed; the event stays in the outbox')
+    }).finally(() => { this.#inflight.delete(publishing) })
+    this.#inflight.add(publishing)
+  }
+
+  /** Publishes unpublished events committed before `before`, oldest first per team. */
+  #relay (before: number): void {
+    if (this.#relaying || this.#closed) return
+    let pending: LoggedEvent[]
+    try {
+      pending = this.#repository.unpublished(before, RELAY_PAGE)
+    } catch (err) {
+      this.#log.warn({ err }, 'atlas: reading the outbox failed')
+      return
+    }
+    if (pending.length === 0) return
+    this.#relaying = true
+    this.#log.debug({ count: pending.length }, 'atlas: relaying unpublished events')
+    for (const event of pending) this.#publish(event)
+    Promise.allSettled([...this.#inflight]).then(() => {
+      this.#relaying = false
+      // A full page means more may be waiting.
+      if (pending.length === RELAY_PAGE) this.#relay(before)
+    }, () => {})
+  }
+
+  #scheduleFlush (): void {
+    if (this.#flushScheduled) return
+    this.#flushScheduled = true
+    setImmediate(() => {
+      this.#flushScheduled = false
+      this.#flushPublished()
+    })
+  }
+
+  #flushPublished (): void {
+    if (this.#publishedBatch.length === 0) return
+    const batch = this.#publishedBatch
+    this.#publishedBatch = []
+    try {
+      this.#repository.markPublished(batch)
+    } catch (err) {
+      // Not fatal: the events are simply relayed again and receivers drop the duplicates.
+      this.#log.warn({ err }, 'atlas: marking events published failed')
+    }
+  }
+}

@@ -1,0 +1,48 @@
+import { randomUUID } from 'node:crypto'
+import type { Broker, BrokerHandlers } from './broker.js'
+import type { LoggedEvent } from './types.js'
+
+/**
+ * The in-process stand-in for Redis. Brokers created on the same bus reach each other, so
+ * several instances in one process (tests, or a single-process deployment with workers sharing
+ * a bus) behave like instances sharing Redis. With no bus given, each broker has its own.
+ */
+export class MemoryBus {
+  readonly #members = new Set<MemoryBroker>()
+  join (broker: MemoryBroker): void { this.#members.add(broker) }
+  leave (broker: MemoryBroker): void { this.#members.delete(broker) }
+  deliver (from: MemoryBroker, event: LoggedEvent): void {
+    for (const member of this.#members) {
+      if (member !== from) member.receive(event)
+    }
+  }
+}
+
+export class MemoryBroker implements Broker {
+  readonly instanceId: string
+  readonly #bus: MemoryBus
+  readonly #teams = new Set<string>()
+  #handlers: BrokerHandlers | undefined
+
+  constructor (options: { bus?: MemoryBus, instanceId?: string } = {}) {
+    this.instanceId = options.instanceId ?? randomUUID()
+    this.#bus = options.bus ?? new MemoryBus()
+    this.#bus.join(this)
+  }
+
+  attach (handlers: BrokerHandlers): void { this.#handlers = handlers }
+
+  async publish (event: LoggedEvent): Promise<void> {
+    // Delivered on a later tick, as a network broker would, so no caller depends on re-entrancy.
+    queueMicrotask(() => this.#bus.deliver(this, event))
+  }
+
+  /** @internal called by the bus */
+  receive (event: LoggedEvent): void {
+    if (this.#teams.has(event.teamId)) this.#handlers?.onEvent(event)
+  }
+
+  async subscribe (teamId: string): Promise<void> { this.#teams.add(teamId) }
+  async unsubscribe (teamId: string): Promise<void> { this.#teams.delete(teamId) }
+  async close (): Promise<void> { this.#bus.leave(this); this.#teams.clear() }
+}

@@ -1,0 +1,127 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import { TEAM_ID_PATTERN, TeamId } from './schemas.js'
+
+/** Version of the wire protocol described in docs/protocol.md. */
+export const PROTOCOL_VERSION = 1
+
+/** WebSocket close codes the server uses (docs/protocol.md, "Close codes"). */
+export const CloseCode = {
+  /** The server is shutting down or restarting: reconnect (elsewhere) and resume. */
+  GOING_AWAY: 1001,
+  /** Too many invalid frames. */
+  POLICY_VIOLATION: 1008,
+  /** A frame larger than the server's limit (sent by the ws library itself). */
+  MESSAGE_TOO_BIG: 1009,
+  /** The client did not read fast enough; its backlog passed the server's limit. Reconnect and resume. */
+  SLOW_CONSUMER: 4008
+} as const
+
+/** Codes of `error` frames. */
+export const ErrorCode = {
+  INVALID_JSON: 'invalid_json',
+  INVALID_FRAME: 'invalid_frame',
+  UNKNOWN_TYPE: 'unknown_type',
+  BINARY_UNSUPPORTED: 'binary_unsupported',
+  FORBIDDEN_TEAM: 'forbidden_team'
+} as const
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
+
+/** Why the server asks a client to refetch instead of resuming. */
+export type ResyncReason = 'history_pruned' | 'ahead_of_log' | 'too_far_behind'
+
+const Seq = Type.Integer({ minimum: 0 })
+const Teams = Type.Array(TeamId, { minItems: 1, maxItems: 100, uniqueItems: true })
+
+export const SubscribeFrame = Type.Object({
+  type: Type.Literal('subscribe'),
+  teams: Teams,
+  since: Type.Optional(Type.Record(Type.String({ pattern: TEAM_ID_PATTERN }), Seq))
+}, { additionalProperties: false })
+
+export const UnsubscribeFrame = Type.Object({
+  type: Type.Literal('unsubscribe'),
+  teams: Teams
+}, { additionalProperties: false })
+
+export const PingFrame = Type.Object({
+  type: Type.Literal('ping'),
+  id: Type.Optional(Type.Union([Type.String({ maxLength: 64 }), Type.Integer()]))
+}, { additionalProperties: false })
+
+export type SubscribeFrame = Static<typeof SubscribeFrame>
+export type UnsubscribeFrame = Static<typeof UnsubscribeFrame>
+export type PingFrame = Static<typeof PingFrame>
+export type ClientFrame = SubscribeFrame | UnsubscribeFrame | PingFrame
+
+const clientFrameCheckers = {
+  subscribe: TypeCompiler.Compile(SubscribeFrame),
+  unsubscribe: TypeCompiler.Compile(UnsubscribeFrame),
+  ping: TypeCompiler.Compile(PingFrame)
+}
+
+export type ServerControlFrame =
+  | { type: 'welcome', protocol: number, userId: string, teams: readonly string[], heartbeatMs: number }
+  | { type: 'subscribed', teamId: string, seq: number, replayed: number }
+  | { type: 'unsubscribed', teamId: string }
+  | { type: 'resync', teamId: string, seq: number, reason: ResyncReason }
+  | { type: 'error', code: ErrorCode, message: string }
+  | { type: 'pong', id?: string | number }
+
+export type ParsedFrame =
+  | { ok: true, frame: ClientFrame }
+  | { ok: false, code: ErrorCode, message: string }
+
+/** Parses one text frame from a client; never throws. */
+export function parseClientFrame (text: string): ParsedFrame {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return { ok: false, code: ErrorCode.INVALID_JSON, message: 'Frame is not valid JSON' }
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { ok: false, code: ErrorCode.INVALID_FRAME, message: 'Frame must be a JSON object' }
+  }
+  const type = (value as { type?: unknown }).type
+  if (typeof type !== 'string' || !Object.hasOwn(clientFrameCheckers, type)) {
+    return { ok: false, code: ErrorCode.UNKNOWN_TYPE, message: `Unknown frame type ${JSON.stringify(type)?.slice(0, 80)}` }
+  }
+  const checker = clientFrameCheckers[type as keyof typeof clientFrameCheckers]
+  if (!checker.Check(value)) {
+    const first = checker.Errors(value).First()
+    const where = first === undefined ? '' : ` at ${first.path || '/'}: ${first.message}`
+    return { ok: false, code: ErrorCode.INVALID_FRAME, message: `Invalid ${type} frame${where}` }
+  }
+  return { ok: true, frame: value as ClientFrame }
+}
+
+/**
+ * Parses the upgrade's query: `teams=a,b` narrows the subscription, `since=a:12,b:40` resumes.
+ * Returns an error message instead of throwing.
+ */
+export function parseConnectQuery (query: { teams?: unknown, since?: unknown }):
+  { ok: true, teams: string[] | undefined, since: Map<string, number> } | { ok: false, message: string } {
+  const teamPattern = new RegExp(TEAM_ID_PATTERN)
+  let teams: string[] | undefined
+  if (query.teams !== undefined) {
+    if (typeof query.teams !== 'string') return { ok: false, message: 'teams must be given once, as a comma-separated list' }
+    teams = [...new Set(query.teams.split(',').filter((t) => t !== ''))]
+    const bad = teams.find((t) => !teamPattern.test(t))
+    if (bad !== undefined) return { ok: false, message: `Invalid team id ${JSON.stringify(bad.slice(0, 80))}` }
+  }
+  const since = new Map<string, number>()
+  if (query.since !== undefined) {
+    if (typeof query.since !== 'string') return { ok: false, message: 'since must be given once, as team:seq pairs separated by commas' }
+    for (const pair of query.since.split(',').filter((p) => p !== '')) {
+      const colon = pair.lastIndexOf(':')
+      const team = pair.slice(0, colon)
+      const seq = Number(pair.slice(colon + 1))
+      if (colon <= 0 || !teamPattern.test(team) || !/^\d+$/.test(pair.slice(colon + 1)) || !Number.isSafeInteger(seq)) {
+        return { ok: false, message: `Invalid since entry ${JSON.stringify(pair.slice(0, 80))}; expected team:seq` }
+      }
+      since.set(team, seq)
+    }
+  }
+  return { ok: true, teams, since }
+}

@@ -1,0 +1,89 @@
+import { randomUUID } from 'node:crypto'
+import type { Redis } from 'ioredis'
+import { decodeBrokerMessage, encodeBrokerMessage, type Broker, type BrokerHandlers } from './broker.js'
+import type { LoggedEvent } from './types.js'
+
+export interface RedisBrokerOptions {
+  /** Connection used for PUBLISH. */
+  publisher: Redis
+  /** Connection in subscriber mode; must not be shared with other commands. */
+  subscriber: Redis
+  /** Channel of team T is `${channelPrefix}${T}`. */
+  channelPrefix?: string
+  instanceId?: string
+}
+
+/**
+ * Broker over Redis pub/sub, one channel per team. A publish made while the publisher is not
+ * connected is refused at once instead of waiting in ioredis's offline queue: the event is safe
+ * in the log and is relayed when the connection is back, so nothing piles up in memory and no
+ * HTTP request waits on Redis.
+ */
+export class RedisBroker implements Broker {
+  readonly instanceId: string
+  readonly #publisher: Redis
+  readonly #subscriber: Redis
+  readonly #prefix: string
+  readonly #teams = new Set<string>()
+  #handlers: BrokerHandlers | undefined
+  #closed = false
+
+  constructor (options: RedisBrokerOptions) {
+    this.instanceId = options.instanceId ?? randomUUID()
+    this.#publisher = options.publisher
+    this.#subscriber = options.subscriber
+    this.#prefix = options.channelPrefix ?? 'atlas:team:'
+  }
+
+  attach (handlers: BrokerHandlers): void {
+    this.#handlers = handlers
+    this.#subscriber.on('message', this.#onMessage)
+    // Both connections are ready before attach, so any later 'ready' is a reconnect.
+    this.#subscriber.on('ready', this.#onSubscriberReady)
+    this.#publisher.on('ready', this.#onPublisherReady)
+  }
+
+  async publish (event: LoggedEvent): Promise<void> {
+    if (this.#publisher.status !== 'ready') throw new Error(`Redis publisher is ${this.#publisher.status}`)
+    await this.#publisher.publish(this.#prefix + event.teamId, encodeBrokerMessage(this.instanceId, event))
+  }
+
+  async subscribe (teamId: string): Promise<void> {
+    this.#teams.add(teamId)
+    await this.#subscriber.subscribe(this.#prefix + teamId)
+  }
+
+  async unsubscribe (teamId: string): Promise<void> {
+    this.#teams.delete(teamId)
+    if (this.#subscriber.status === 'ready') await this.#subscriber.unsubscribe(this.#prefix + teamId)
+  }
+
+  async close (): Promise<void> {
+    this.#closed = true
+    this.#subscriber.off('message', this.#onMessage)
+    this.#subscriber.off('ready', this.#onSubscriberReady)
+    this.#publisher.off('ready', this.#onPublisherReady)
+    this.#teams.clear()
+  }
+
+  readonly #onMessage = (channel: string, message: string): void => {
+    if (!channel.startsWith(this.#prefix)) return
+    const decoded = decodeBrokerMessage(channel.slice(this.#prefix.length), message)
+    if (decoded === undefined || decoded.origin === this.instanceId) return
+    this.#handlers?.onEvent(decoded.event)
+  }
+
+  readonly #onSubscriberReady = (): void => {
+    // ioredis resubscribes on its own, but only our own SUBSCRIBE's reply proves the
+    // subscription is live again; the catch-up read must come after that, not before.
+    const channels = [...this.#teams].map((t) => this.#prefix + t)
+    const resubscribed = channels.length === 0 ? Promise.resolve() : this.#subscriber.subscribe(...channels)
+    resubscribed.then(() => {
+      if (!this.#closed) this.#handlers?.onResubscribed()
+    }, () => { /* the connection dropped again; the next 'ready' retries */ })
+  }
+
+  readonly #onPublisherReady = (): void => {
+    if (!this.#closed) this.#handlers?.onResubscribed()
+  }
+}

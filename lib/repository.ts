@@ -1,0 +1,305 @@
+import { randomUUID } from 'node:crypto'
+import { and, asc, eq, gt, inArray, lt, lte, sql } from 'drizzle-orm'
+import type { AtlasDatabase } from './db/open.js'
+import { events, mutations, tasks, teamSequences, type TaskRow } from './db/schema.js'
+import { InvalidTaskError, MutationIdConflictError, PreconditionFailedError, TaskNotFoundError } from './errors.js'
+import type { LoggedEvent, Task, TaskEvent, TaskField, TaskInput, TaskPatch } from './types.js'
+
+/** Who makes a mutation and under which conditions. */
+export interface MutationContext {
+  /** User id of the principal making the change; it goes into the event and `updatedBy`. */
+  actor: string
+  /** Versions the client believes current (If-Match); `'*'` or absent means any. */
+  ifMatch?: readonly number[] | '*'
+  /** Client-chosen id of this mutation: a retry with the same id is applied once. */
+  mutationId?: string
+}
+
+export interface MutationResult {
+  /** The task after the change; for a delete, the task as it was. */
+  task: Task
+  /** The event the mutation appended, or null when nothing changed (or this is a replayed retry). */
+  event: TaskEvent | null
+  /** True when this is the stored result of an earlier request with the same mutation id. */
+  replayed: boolean
+}
+
+export interface RetentionPolicy {
+  /** Keep at most this many events per team (0 or absent: no limit by count). */
+  maxEventsPerTeam?: number
+  /** Drop events older than this many ms (0 or absent: no limit by age). */
+  maxEventAgeMs?: number
+  /** Forget mutation ids older than this many ms (absent: 24 h). */
+  mutationIdTtlMs?: number
+}
+
+export type CommitListener = (event: LoggedEvent) => void
+
+const FIELDS: readonly TaskField[] = ['title', 'description', 'status', 'assignee', 'dueDate']
+
+export interface TaskRepositoryOptions {
+  /** Clock, injectable for tests. */
+  now?: () => number
+}
+
+/**
+ * The tasks of every team, and each team's event log. Every mutation changes the task row and
+ * appends its event in one SQLite transaction, so there is never an event without a committed
+ * change nor a change without an event. Listeners registered with `onCommit` hear about each
+ * event after its transaction committed.
+ */
+export class TaskRepository {
+  readonly #db: AtlasDatabase
+  readonly #now: () => number
+  readonly #listeners = new Set<CommitListener>()
+
+  constructor (db: AtlasDatabase, options: TaskRepositoryOptions = {}) {
+    this.#db = db
+    this.#now = options.now ?? Date.now
+  }
+
+  /** Calls `listener` with every event this repository commits. Returns an unsubscribe function. */
+  onCommit (listener: CommitListener): () => void {
+    this.#listeners.add(listener)
+    return () => { this.#listeners.delete(listener) }
+  }
+
+  /** All tasks of a team, oldest first, and the event seq the list is current as of (one snapshot). */
+  list (teamId: string): { tasks: Task[], seq: number } {
+    return this.#db.transaction((tx) => {
+      const rows = tx.select().from(tasks).where(eq(tasks.teamId, teamId)).orderBy(asc(tasks.createdAt), asc(tasks.id)).all()
+      const head = tx.select({ seq: teamSequences.seq }).from(teamSequences).where(eq(teamSequences.teamId, teamId)).get()
+      return { tasks: rows.map(toTask), seq: head?.seq ?? 0 }
+    }, { behavior: 'deferred' })
+  }
+
+  get (teamId: string, taskId: string): Task | undefined {
+    const row = this.#db.select().from(tasks).where(and(eq(tasks.teamId, teamId), eq(tasks.id, taskId))).get()
+    return row === undefined ? undefined : toTask(row)
+  }
+
+  create (teamId: string, input: TaskInput, context: MutationContext): MutationResult {
+    checkTaskValues(input)
+    return this.#mutate(teamId, context, ['create', input], (tx, now) => {
+      const row: TaskRow = {
+        id: randomUUID(),
+        teamId,
+        title: input.title,
+        description: input.description ?? '',
+        status: input.status ?? 'todo',
+        assignee: input.assignee ?? null,
+        dueDate: input.dueDate ?? null,
+        version: 1,
+        createdAt: now,
+        updatedAt: now,
+        updatedBy: context.actor
+      }
+      tx.insert(tasks).values(row).run()
+      const task = toTask(row)
+      return { task, event: { type: 'task.created', task } }
+    })
+  }
+
+  /** Field-level last-write-wins: only the fields in `patch` are written. */
+  update (teamId: string, taskId: string, patch: TaskPatch, context: MutationContext): MutationResult {
+    checkTaskValues(patch)
+    return this.#mutate(teamId, context, ['update', taskId, patch], (tx, now) => {
+      const current = this.#currentFor(tx, teamId, taskId, context)
+      const changes = FIELDS.filter((f) => patch[f] !== undefined && patch[f] !== current[f])
+      if (changes.length === 0) return { task: toTask(current), event: null }
+      const set: Partial<TaskRow> = { version: current.version + 1, updatedAt: now, updatedBy: context.actor }
+      for (const field of changes) Object.assign(set, { [field]: patch[field] })
+      tx.update(tasks).set(set).where(eq(tasks.id, taskId)).run()
+      const task = toTask({ ...current, ...set })
+      return { task, event: { type: 'task.updated', task, changes } }
+    })
+  }
+
+  delete (teamId: string, taskId: string, context: MutationContext): MutationResult {
+    return this.#mutate(teamId, context, ['delete', taskId], (tx) => {
+      const current = this.#currentFor(tx, teamId, taskId, context)
+      tx.delete(tasks).where(eq(tasks.id, taskId)).run()
+      const task = toTask(current)
+      return { task, event: { type: 'task.deleted', version: current.version } }
+    })
+  }
+
+  /** The last seq handed out for a team (0 before its first event). */
+  headSeq (teamId: string): number {
+    return this.#db.select({ seq: teamSequences.seq }).from(teamSequences).where(eq(teamSequences.teamId, teamId)).get()?.seq ?? 0
+  }
+
+  /**
+   * Where a team's retained history stands: events after `prunedThrough` up to `head` are in the
+   * log. A client that last saw seq s can resume iff prunedThrough <= s <= head.
+   */
+  history (teamId: string): { head: number, prunedThrough: number } {
+    const row = this.#db.select().from(teamSequences).where(eq(teamSequences.teamId, teamId)).get()
+    return { head: row?.seq ?? 0, prunedThrough: row?.prunedThrough ?? 0 }
+  }
+
+  /** Events of a team with seq > `afterSeq`, in order, at most `limit`. */
+  eventsAfter (teamId: string, afterSeq: number, limit: number): LoggedEvent[] {
+    return this.#db.select({ teamId: events.teamId, seq: events.seq, payload: events.payload })
+      .from(events)
+      .where(and(eq(events.teamId, teamId), gt(events.seq, afterSeq)))
+      .orderBy(asc(events.seq))
+      .limit(limit)
+      .all()
+  }
+
+  /** Events that no broker has accepted yet, committed before `before` (ms), in seq order per team. */
+  unpublished (before: number, limit: number): LoggedEvent[] {
+    return this.#db.select({ teamId: events.teamId, seq: events.seq, payload: events.payload })
+      .from(events)
+      .where(and(eq(events.published, 0), lt(events.createdAt, before)))
+      .orderBy(asc(events.teamId), asc(events.seq))
+      .limit(limit)
+      .all()
+  }
+
+  markPublished (published: ReadonlyArray<{ teamId: string, seq: number }>): void {
+    if (published.length === 0) return
+    this.#db.transaction((tx) => {
+      for (const { teamId, seq } of published) {
+        tx.update(events).set({ published: 1 }).where(and(eq(events.teamId, teamId), eq(events.seq, seq))).run()
+      }
+    }, { behavior: 'immediate' })
+  }
+
+  /**
+   * Drops events outside the retention policy and forgets old mutation ids. Unpublished events
+   * are kept (they are still the outbox), and so is everything after them, so the retained
+   * history of a team always stays one unbroken run of seqs.
+   */
+  prune (policy: RetentionPolicy): { events: number, mutationIds: number } {
+    const now = this.#now()
+    const { maxEventsPerTeam = 0, maxEventAgeMs = 0, mutationIdTtlMs = 24 * 3600_000 } = policy
+    return this.#db.transaction((tx) => {
+      let removed = 0
+      for (const team of tx.select().from(teamSequences).all()) {
+        let cutoff = team.prunedThrough
+        if (maxEventsPerTeam > 0) cutoff = Math.max(cutoff, team.seq - maxEventsPerTeam)
+        if (maxEventAgeMs > 0) {
+          const old = tx.select({ seq: sql<number | null>`max(${events.seq})` }).from(events)
+            .where(and(eq(events.teamId, team.teamId), lt(events.createdAt, now - maxEventAgeMs))).get()
+          cutoff = Math.max(cutoff, old?.seq ?? 0)
+        }
+        const firstUnpublished = tx.select({ seq: sql<number | null>`min(${events.seq})` }).from(events)
+          .where(and(eq(events.teamId, team.teamId), eq(events.published, 0))).get()?.seq
+        if (firstUnpublished != null) cutoff = Math.min(cutoff, firstUnpublished - 1)
+        if (cutoff <= team.prunedThrough) continue
+        removed += tx.delete(events).where(and(eq(events.teamId, team.teamId), lte(events.seq, cutoff))).run().changes
+        tx.update(teamSequences).set({ prunedThrough: cutoff }).where(eq(teamSequences.teamId, team.teamId)).run()
+      }
+      const forgotten = tx.delete(mutations).where(lt(mutations.createdAt, now - mutationIdTtlMs)).run().changes
+      return { events: removed, mutationIds: forgotten }
+    }, { behavior: 'immediate' })
+  }
+
+  /** Heads of several teams at once. */
+  heads (teamIds: readonly string[]): Map<string, number> {
+    const result = new Map<string, number>()
+    if (teamIds.length === 0) return result
+    for (const row of this.#db.select().from(teamSequences).where(inArray(teamSequences.teamId, [...teamIds])).all()) {
+      result.set(row.teamId, row.seq)
+    }
+    return result
+  }
+
+  #currentFor (tx: Transaction, teamId: string, taskId: string, context: MutationContext): TaskRow {
+    const current = tx.select().from(tasks).where(and(eq(tasks.teamId, teamId), eq(tasks.id, taskId))).get()
+    if (current === undefined) throw new TaskNotFoundError(taskId)
+    const { ifMatch } = context
+    if (ifMatch !== undefined && ifMatch !== '*' && !ifMatch.includes(current.version)) {
+      throw new PreconditionFailedError(toTask(current))
+    }
+    return current
+  }
+
+  /**
+   * Runs one mutation in one IMMEDIATE transaction (taking the write lock up front, so two
+   * processes never deadlock upgrading a read lock): idempotency check, the change, the team's
+   * next seq, the event, the idempotency record. The callback must stay synchronous: an async
+   * one would run its writes outside the transaction.
+   */
+  #mutate (
+    teamId: string,
+    context: MutationContext,
+    request: unknown[],
+    change: (tx: Transaction, now: number) => { task: Task, event: DistributiveOmit<TaskEvent, keyof EventEnvelope> | null }
+  ): MutationResult {
+    const { mutationId } = context
+    const fingerprint = mutationId === undefined ? '' : JSON.stringify(request)
+    let committed: LoggedEvent | undefined
+    const result = this.#db.transaction((tx): MutationResult => {
+      if (mutationId !== undefined) {
+        const seen = tx.select().from(mutations)
+          .where(and(eq(mutations.teamId, teamId), eq(mutations.actor, context.actor), eq(mutations.mutationId, mutationId))).get()
+        if (seen !== undefined) {
+          if (seen.fingerprint !== fingerprint) throw new MutationIdConflictError(mutationId)
+          return { task: JSON.parse(seen.result) as Task, event: null, replayed: true }
+        }
+      }
+      const now = this.#now()
+      const { task, event: partial } = change(tx, now)
+      let event: TaskEvent | null = null
+      if (partial !== null) {
+        const { seq } = tx.insert(teamSequences).values({ teamId, seq: 1 })
+          .onConflictDoUpdate({ target: teamSequences.teamId, set: { seq: sql`${teamSequences.seq} + 1` } })
+          .returning({ seq: teamSequences.seq }).get()
+        const envelope: EventEnvelope = { teamId, seq, taskId: task.id, actor: context.actor, at: new Date(now).toISOString(), mutationId: mutationId ?? null }
+        event = { ...partial, ...envelope } as TaskEvent
+        const payload = serializeEvent(event)
+        tx.insert(events).values({ teamId, seq, type: event.type, taskId: task.id, payload, createdAt: now }).run()
+        committed = { teamId, seq, payload }
+      }
+      if (mutationId !== undefined) {
+        tx.insert(mutations).values({ teamId, actor: context.actor, mutationId, fingerprint, result: JSON.stringify(task), createdAt: now }).run()
+      }
+      return { task, event, replayed: false }
+    }, { behavior: 'immediate' })
+    if (committed !== undefined) {
+      for (const listener of this.#listeners) listener(committed)
+    }
+    return result
+  }
+}
+
+type Transaction = Parameters<Parameters<AtlasDatabase['transaction']>[0]>[0]
+type EventEnvelope = Pick<TaskEvent, 'teamId' | 'seq' | 'taskId' | 'actor' | 'at' | 'mutationId'>
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
+
+/** The one place an event becomes its wire form; the same string is stored, published and sent. */
+export function serializeEvent (event: TaskEvent): string {
+  // Field order is part of what a reader sees first: type, team and seq lead.
+  const { type, teamId, seq, taskId, actor, at, mutationId, ...rest } = event
+  return JSON.stringify({ type, teamId, seq, taskId, actor, at, mutationId, ...rest })
+}
+
+function toTask (row: TaskRow): Task {
+  return {
+    id: row.id,
+    teamId: row.teamId,
+    title: row.title,
+    description: row.description,
+    status: row.status,
+    assignee: row.assignee,
+    dueDate: row.dueDate,
+    version: row.version,
+    createdAt: new Date(row.createdAt).toISOString(),
+    updatedAt: new Date(row.updatedAt).toISOString(),
+    updatedBy: row.updatedBy
+  }
+}
+
+/** Checks what a JSON schema cannot: that a due date names a real day. */
+function checkTaskValues (values: TaskPatch): void {
+  const { dueDate } = values
+  if (typeof dueDate === 'string') {
+    const parsed = new Date(`${dueDate}T00:00:00Z`)
+    if (Number.isNaN(parsed.getTime()) || parsed.toISOString().slice(0, 10) !== dueDate) {
+      throw new InvalidTaskError(`dueDate ${dueDate} is not a calendar date`)
+    }
+  }
+}

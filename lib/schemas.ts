@@ -1,0 +1,64 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { TASK_STATUSES } from './db/schema.js'
+
+// Team ids end up in Redis channel names and in the `since` query parameter (as `team:seq`
+// pairs separated by commas), so they are kept to a conservative alphabet.
+export const TEAM_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$'
+export const TeamId = Type.String({ pattern: TEAM_ID_PATTERN })
+export const TaskId = Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' })
+
+export const TaskStatusSchema = Type.Union(TASK_STATUSES.map((s) => Type.Literal(s)))
+const Title = Type.String({ minLength: 1, maxLength: 200 })
+const Description = Type.String({ maxLength: 10_000 })
+const Assignee = Type.Union([Type.String({ minLength: 1, maxLength: 128 }), Type.Null()])
+// A calendar date; the repository also checks it names a real day.
+const DueDate = Type.Union([Type.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}$' }), Type.Null()])
+
+export const TaskSchema = Type.Object({
+  id: Type.String(),
+  teamId: Type.String(),
+  title: Type.String(),
+  description: Type.String(),
+  status: TaskStatusSchema,
+  assignee: Type.Union([Type.String(), Type.Null()]),
+  dueDate: Type.Union([Type.String(), Type.Null()]),
+  version: Type.Integer(),
+  createdAt: Type.String(),
+  updatedAt: Type.String(),
+  updatedBy: Type.String()
+}, { $id: 'AtlasTask' })
+
+export const TaskCreateBody = Type.Object({
+  title: Title,
+  description: Type.Optional(Description),
+  status: Type.Optional(TaskStatusSchema),
+  assignee: Type.Optional(Assignee),
+  dueDate: Type.Optional(DueDate)
+}, { additionalProperties: false })
+
+export const TaskPatchBody = Type.Object({
+  title: Type.Optional(Title),
+  description: Type.Optional(Description),
+  status: Type.Optional(TaskStatusSchema),
+  assignee: Type.Optional(Assignee),
+  dueDate: Type.Optional(DueDate)
+}, { additionalProperties: false, minProperties: 1 })
+
+export const TeamParams = Type.Object({ teamId: TeamId }, { additionalProperties: false })
+export const TaskParams = Type.Object({ teamId: TeamId, taskId: TaskId }, { additionalProperties: false })
+
+export const TaskListResponse = Type.Object({
+  tasks: Type.Array(TaskSchema),
+  seq: Type.Integer({ description: 'The team event sequence number this list is current as of' })
+})
+
+export const ErrorResponse = Type.Object({
+  statusCode: Type.Integer(),
+  code: Type.String(),
+  error: Type.String(),
+  message: Type.String(),
+  task: Type.Optional(TaskSchema)
+})
+
+export type TaskCreateBodyT = Static<typeof TaskCreateBody>
+export type TaskPatchBodyT = Static<typeof TaskPatchBody>

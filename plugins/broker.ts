@@ -1,0 +1,63 @@
+import fp from 'fastify-plugin'
+import fastifyRedis from '@fastify/redis'
+import type { FastifyPluginAsync } from 'fastify'
+import type { RedisOptions } from 'ioredis'
+import type { Broker } from '../lib/broker.js'
+import { MemoryBroker, type MemoryBus } from '../lib/memory-broker.js'
+import { RedisBroker } from '../lib/redis-broker.js'
+import { checkString, optionError } from './options.js'
+
+export interface AtlasBrokerOptions {
+  /**
+   * Redis to fan events out through: a URL (`redis://host:port/db`) or ioredis options.
+   * Absent: an in-process broker, for a single process.
+   */
+  redis?: string | RedisOptions
+  /** Prefix of the per-team channels (default `atlas:team:`). */
+  channelPrefix?: string
+  /** In-process only: brokers on one bus reach each other (several instances in one process). */
+  memoryBus?: MemoryBus
+  /** This instance's id in broker messages (default: a random UUID). */
+  instanceId?: string
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Carries committed events to the other instances. */
+    atlasBroker: Broker
+  }
+}
+
+const NAME = 'atlas-broker'
+export const PUBLISHER_NAMESPACE = 'atlasPublisher'
+export const SUBSCRIBER_NAMESPACE = 'atlasSubscriber'
+
+const brokerPlugin: FastifyPluginAsync<AtlasBrokerOptions> = async (fastify, options) => {
+  checkString(NAME, 'channelPrefix', options.channelPrefix)
+  checkString(NAME, 'instanceId', options.instanceId, { pattern: /^\S+$/ })
+  const { redis } = options
+  let broker: Broker
+  if (redis === undefined) {
+    broker = new MemoryBroker({ bus: options.memoryBus, instanceId: options.instanceId })
+  } else {
+    if (typeof redis !== 'string' && (typeof redis !== 'object' || redis === null)) {
+      throw optionError(NAME, `option redis must be a URL string or ioredis options (got ${JSON.stringify(redis)})`)
+    }
+    if (options.memoryBus !== undefined) throw optionError(NAME, 'options redis and memoryBus exclude each other')
+    const connection = typeof redis === 'string' ? { url: redis } : redis
+    // Two connections, so a flood of incoming messages never delays a PUBLISH.
+    await fastify.register(fastifyRedis, { ...connection, namespace: PUBLISHER_NAMESPACE, connectionName: 'atlas-publisher' })
+    await fastify.register(fastifyRedis, { ...connection, namespace: SUBSCRIBER_NAMESPACE, connectionName: 'atlas-subscriber' })
+    broker = new RedisBroker({
+      publisher: fastify.redis[PUBLISHER_NAMESPACE],
+      subscriber: fastify.redis[SUBSCRIBER_NAMESPACE],
+      channelPrefix: options.channelPrefix,
+      instanceId: options.instanceId
+    })
+  }
+  fastify.decorate('atlasBroker', broker)
+  fastify.addHook('onClose', async () => { await broker.close() })
+}
+
+export const atlasBroker = fp(brokerPlugin, { fastify: '5.x', name: NAME })
+export default atlasBroker

@@ -1,0 +1,60 @@
+import fp from 'fastify-plugin'
+import fastifyWebsocket from '@fastify/websocket'
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import { CloseCode } from '../lib/protocol.js'
+import { atlasAuth, type Authenticate } from './auth.js'
+import { atlasBroker, type AtlasBrokerOptions } from './broker.js'
+import { atlasHub, type AtlasHubOptions } from './hub.js'
+import { atlasRepository, type AtlasRepositoryOptions } from './repository.js'
+import { atlasTaskRoutes, type AtlasTaskRoutesOptions } from './task-routes.js'
+import { atlasWebSocket, type AtlasWebSocketOptions } from './websocket.js'
+import { optionError } from './options.js'
+
+export interface AtlasRealtimeOptions {
+  /** Who is asking: returns `{ userId, teams }` or null. Used on HTTP and on the upgrade. */
+  authenticate: Authenticate
+  /** SQLite database of tasks and event logs. */
+  database: AtlasRepositoryOptions
+  /** Fan-out between instances; leave `redis` unset for one process. */
+  broker?: AtlasBrokerOptions
+  hub?: AtlasHubOptions
+  websocket?: AtlasWebSocketOptions & {
+    /** Largest client frame in bytes; larger ones close the socket with 1009 (default 64 KiB). */
+    maxPayload?: number
+  }
+  /** The suite's task routes; `false` to register none (your own routes still broadcast). */
+  routes?: AtlasTaskRoutesOptions | false
+}
+
+const NAME = 'atlas-realtime'
+
+/** Registers the whole suite from one options object. */
+const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fastify, options) => {
+  if (typeof options !== 'object' || options === null) throw optionError(NAME, 'options are required')
+  if (typeof options.database !== 'object' || options.database === null) {
+    throw optionError(NAME, 'option database is required, e.g. { databasePath: "./atlas.db" }')
+  }
+  const { maxPayload = 64 * 1024, ...websocket } = options.websocket ?? {}
+  await fastify.register(atlasRepository, options.database)
+  await fastify.register(atlasBroker, options.broker ?? {})
+  await fastify.register(atlasHub, options.hub ?? {})
+  await fastify.register(atlasAuth, { authenticate: options.authenticate })
+  if (!fastify.hasDecorator('websocketServer')) {
+    await fastify.register(fastifyWebsocket, { options: { maxPayload }, preClose: closeWithGoingAway })
+  }
+  await fastify.register(atlasWebSocket, websocket)
+  if (options.routes !== false) await fastify.register(atlasTaskRoutes, options.routes ?? {})
+}
+
+/** Replaces @fastify/websocket's default preClose, which closes sockets without a code. */
+async function closeWithGoingAway (this: FastifyInstance): Promise<void> {
+  for (const client of this.websocketServer.clients) client.close(CloseCode.GOING_AWAY, 'server shutting down')
+}
+
+export const atlasRealtime = fp(atlasRealtimePlugin, { fastify: '5.x', name: NAME })
+export default atlasRealtime
+
+export { atlasAuth, atlasBroker, atlasHub, atlasRepository, atlasTaskRoutes, atlasWebSocket }
+export type { Authenticate, AtlasBrokerOptions, AtlasHubOptions, AtlasRepositoryOptions, AtlasTaskRoutesOptions, AtlasWebSocketOptions }
+export { MUTATION_ID_HEADER, etagOf, parseIfMatch } from './task-routes.js'
+export * from '../lib/index.js'

@@ -1,0 +1,152 @@
+import { STATUS_CODES } from 'node:http'
+import fp from 'fastify-plugin'
+import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { AtlasError, PreconditionFailedError } from '../lib/errors.js'
+import type { MutationContext, MutationResult } from '../lib/repository.js'
+import { ErrorResponse, TaskCreateBody, TaskListResponse, TaskParams, TaskPatchBody, TaskSchema, TeamParams } from '../lib/schemas.js'
+import type { Task } from '../lib/types.js'
+import { requireTeam } from './auth.js'
+import { checkString } from './options.js'
+
+export interface AtlasTaskRoutesOptions {
+  /** Prefix of the task routes (default none: `/teams/:teamId/tasks`). */
+  prefix?: string
+  /** Largest accepted JSON body in bytes (default 64 KiB). */
+  bodyLimit?: number
+}
+
+/** Request header carrying the client's mutation id (idempotency key). */
+export const MUTATION_ID_HEADER = 'idempotency-key'
+const MUTATION_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/
+
+const NAME = 'atlas-task-routes'
+
+const errorSchemas = { 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 404: ErrorResponse }
+
+const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fastify, options) => {
+  checkString(NAME, 'prefix', options.prefix, { pattern: /^\/.*[^/]$/ })
+  // An encapsulated child: our strict validator and error format stay ours, the integrator's
+  // instance keeps its own (Fastify's default Ajv would silently drop unknown fields and coerce).
+  await fastify.register(async (scope) => {
+    const app = scope.withTypeProvider<TypeBoxTypeProvider>()
+    app.setValidatorCompiler(TypeBoxValidatorCompiler)
+    app.setErrorHandler(errorHandler)
+    app.addHook('onRequest', authorize)
+
+    const bodyLimit = options.bodyLimit ?? 64 * 1024
+    const repository = scope.taskRepository
+
+    app.get('/teams/:teamId/tasks', {
+      schema: { params: TeamParams, response: { 200: TaskListResponse, ...errorSchemas } }
+    }, async (request) => repository.list(request.params.teamId))
+
+    app.post('/teams/:teamId/tasks', {
+      bodyLimit,
+      schema: { params: TeamParams, body: TaskCreateBody, headers: mutationHeaders, response: { 200: TaskSchema, 201: TaskSchema, ...errorSchemas, 409: ErrorResponse } }
+    }, async (request, reply) => {
+      const result = repository.create(request.params.teamId, request.body, mutationContext(request))
+      return sendTask(reply.code(result.replayed ? 200 : 201).header('location', `${request.url}/${result.task.id}`), result)
+    })
+
+    app.get('/teams/:teamId/tasks/:taskId', {
+      schema: { params: TaskParams, response: { 200: TaskSchema, ...errorSchemas } }
+    }, async (request, reply) => {
+      const task = repository.get(request.params.teamId, request.params.taskId)
+      if (task === undefined) return reply.code(404).send(notFound(request.params.taskId))
+      return reply.header('etag', etagOf(task)).send(task)
+    })
+
+    app.patch('/teams/:teamId/tasks/:taskId', {
+      bodyLimit,
+      schema: { params: TaskParams, body: TaskPatchBody, headers: mutationHeaders, response: { 200: TaskSchema, ...errorSchemas, 409: ErrorResponse, 412: ErrorResponse } }
+    }, async (request, reply) => {
+      const { teamId, taskId } = request.params
+      return sendTask(reply, repository.update(teamId, taskId, request.body, mutationContext(request)))
+    })
+
+    app.delete('/teams/:teamId/tasks/:taskId', {
+      schema: { params: TaskParams, headers: mutationHeaders, response: { 204: Type.Null(), ...errorSchemas, 409: ErrorResponse, 412: ErrorResponse } }
+    }, async (request, reply) => {
+      const { teamId, taskId } = request.params
+      const result = repository.delete(teamId, taskId, mutationContext(request))
+      if (result.replayed) reply.header('idempotency-replayed', 'true')
+      return reply.code(204).send(null)
+    })
+  }, { prefix: options.prefix })
+}
+
+const mutationHeaders = Type.Object({
+  [MUTATION_ID_HEADER]: Type.Optional(Type.String({ pattern: MUTATION_ID_PATTERN.source })),
+  'if-match': Type.Optional(Type.String({ maxLength: 200 }))
+})
+
+async function authorize (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const principal = await request.server.atlasRequirePrincipal(request, reply)
+  if (principal === null) return
+  // Checked before the body is read or validated: a stranger learns nothing about the team.
+  const { teamId } = request.params as { teamId?: string }
+  if (teamId !== undefined) await requireTeam(principal, teamId, reply)
+}
+
+function mutationContext (request: FastifyRequest): MutationContext {
+  const principal = request.atlasPrincipal
+  if (principal === null) throw new Error('atlas: mutation without a principal')
+  const headers = request.headers
+  const mutationId = headers[MUTATION_ID_HEADER]
+  return {
+    actor: principal.userId,
+    mutationId: typeof mutationId === 'string' ? mutationId : undefined,
+    ifMatch: parseIfMatch(headers['if-match'])
+  }
+}
+
+/** `If-Match: "3"`, `W/"3"`, `3`, lists of them, or `*`. Tags that are not versions match nothing. */
+export function parseIfMatch (header: string | undefined): number[] | '*' | undefined {
+  if (header === undefined) return undefined
+  if (header.trim() === '*') return '*'
+  const versions: number[] = []
+  for (const raw of header.split(',')) {
+    const tag = raw.trim().replace(/^W\//, '').replace(/^"(.*)"$/, '$1')
+    if (/^\d{1,15}$/.test(tag)) versions.push(Number(tag))
+  }
+  return versions
+}
+
+export function etagOf (task: Task): string {
+  return `"${task.version}"`
+}
+
+function sendTask (reply: FastifyReply, result: MutationResult): FastifyReply {
+  if (result.replayed) reply.header('idempotency-replayed', 'true')
+  return reply.header('etag', etagOf(result.task)).send(result.task)
+}
+
+function notFound (taskId: string): { statusCode: number, code: string, error: string, message: string } {
+  return { statusCode: 404, code: 'TASK_NOT_FOUND', error: 'Not Found', message: `Task ${taskId} not found` }
+}
+
+function errorHandler (error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  if (error instanceof AtlasError) {
+    const body: Record<string, unknown> = { statusCode: error.statusCode, code: error.code, error: httpReason(error.statusCode), message: error.message }
+    if (error instanceof PreconditionFailedError) {
+      body.task = error.current
+      reply.header('etag', etagOf(error.current))
+    }
+    return reply.code(error.statusCode).send(body)
+  }
+  const statusCode = error.statusCode ?? 500
+  if (statusCode >= 500) {
+    request.log.error({ err: error }, 'atlas: task route failed')
+    return reply.code(500).send({ statusCode: 500, code: 'INTERNAL', error: 'Internal Server Error', message: 'Internal error' })
+  }
+  return reply.code(statusCode).send({ statusCode, code: error.code ?? 'BAD_REQUEST', error: httpReason(statusCode), message: error.message })
+}
+
+function httpReason (status: number): string {
+  return STATUS_CODES[status] ?? 'Error'
+}
+
+export const atlasTaskRoutes = fp(taskRoutesPlugin, { fastify: '5.x', name: NAME, dependencies: ['atlas-repository', 'atlas-auth'] })
+export default atlasTaskRoutes

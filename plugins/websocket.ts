@@ -1,0 +1,71 @@
+import fp from 'fastify-plugin'
+import type { FastifyPluginAsync } from 'fastify'
+import { parseConnectQuery } from '../lib/protocol.js'
+import { RealtimeServer } from '../lib/realtime-server.js'
+import { requireTeam } from './auth.js'
+import { checkPositiveInteger, checkString } from './options.js'
+
+export interface AtlasWebSocketOptions {
+  /** Route of the WebSocket endpoint (default `/realtime`). */
+  path?: string
+  /** Unsent bytes a socket may queue before it is closed with 4008 (default 1 MiB). */
+  maxBufferedBytes?: number
+  /** Interval of protocol pings; a socket that misses one round is dropped (default 30000 ms). */
+  heartbeatMs?: number
+  /** Invalid frames answered with error frames before the socket is closed with 1008 (default 20). */
+  maxInvalidFrames?: number
+  /** How long a cut-off slow socket gets for its close frame before it is destroyed (default 2000 ms). */
+  closeGraceMs?: number
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The live WebSocket connections of this instance. */
+    atlasRealtime: RealtimeServer
+  }
+}
+
+const NAME = 'atlas-websocket'
+
+const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastify, options) => {
+  checkString(NAME, 'path', options.path, { pattern: /^\// })
+  const realtime = new RealtimeServer(fastify.atlasHub, {
+    maxBufferedBytes: checkPositiveInteger(NAME, 'maxBufferedBytes', options.maxBufferedBytes) ?? 1024 * 1024,
+    heartbeatMs: checkPositiveInteger(NAME, 'heartbeatMs', options.heartbeatMs) ?? 30_000,
+    maxInvalidFrames: checkPositiveInteger(NAME, 'maxInvalidFrames', options.maxInvalidFrames, { allowZero: true }) ?? 20,
+    closeGraceMs: checkPositiveInteger(NAME, 'closeGraceMs', options.closeGraceMs) ?? 2000
+  })
+  fastify.decorate('atlasRealtime', realtime)
+  // preClose, not onClose: clients get their 1001 while the hub can still finish publishing.
+  fastify.addHook('preClose', async () => { realtime.close() })
+
+  // What preValidation parsed, handed to the socket handler without parsing twice.
+  const connectQueries = new WeakMap<object, { teams: string[] | undefined, since: Map<string, number> }>()
+
+  fastify.get(options.path ?? '/realtime', {
+    websocket: true,
+    // Runs before the upgrade: a refused request gets a real HTTP status and no socket opens.
+    preValidation: async (request, reply) => {
+      const principal = await fastify.atlasRequirePrincipal(request, reply)
+      if (principal === null) return reply
+      const query = parseConnectQuery(request.query as Record<string, unknown>)
+      if (!query.ok) return reply.code(400).send({ statusCode: 400, code: 'INVALID_QUERY', error: 'Bad Request', message: query.message })
+      for (const teamId of query.teams ?? []) {
+        if (!await requireTeam(principal, teamId, reply)) return reply
+      }
+      connectQueries.set(request, query)
+    }
+  }, (socket, request) => {
+    const principal = request.atlasPrincipal
+    const query = connectQueries.get(request)
+    if (principal === null || query === undefined) return socket.terminate()
+    realtime.accept(socket, principal, query.teams ?? principal.teams, query.since)
+  })
+}
+
+export const atlasWebSocket = fp(websocketPlugin, {
+  fastify: '5.x',
+  name: NAME,
+  dependencies: ['@fastify/websocket', 'atlas-hub', 'atlas-auth']
+})
+export default atlasWebSocket
