@@ -19,16 +19,21 @@ const configuredSecret = process.env.JWT_SECRET
 // nobody can forge tokens for a server that was started without thinking about it.
 const jwtSecret = configuredSecret ?? randomBytes(32).toString('hex')
 
-const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off' })
+// Only a server that made up its own secret hands out demo tokens (GET /demo/tokens for the
+// board page); with JWT_SECRET set there is no such route.
+const demoTokens = configuredSecret === undefined
+  ? await Promise.all(DEMO_USERS.map(async ([userId, teams]) => ({ userId, teams, token: await signToken(jwtSecret, userId, teams) })))
+  : undefined
+
+const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens })
 await app.listen({ port, host })
 
 const base = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`
 console.log(`\nAtlas Realtime example on ${base}  (database ${databasePath}, broker ${redisUrl === undefined ? 'in-process' : redisUrl})`)
-if (configuredSecret === undefined) {
-  console.log('No JWT_SECRET set: development tokens for demo users (valid 12 h):')
-  for (const [user, teams] of DEMO_USERS) {
-    const token = await signToken(jwtSecret, user, teams)
-    console.log(`  ${user.padEnd(6)} teams ${teams.join(',').padEnd(9)} ${base}/#token=${token}`)
+if (demoTokens !== undefined) {
+  console.log(`No JWT_SECRET set: development tokens for demo users (valid 12 h; also offered by the board page at ${base}/):`)
+  for (const { userId, teams, token } of demoTokens) {
+    console.log(`  ${userId.padEnd(6)} teams ${teams.join(',').padEnd(9)} ${base}/#token=${token}`)
   }
 }
 

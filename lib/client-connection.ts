@@ -46,6 +46,7 @@ export class ClientConnection implements HubClient {
 
   get closed (): boolean { return this.#closed }
   get teams (): ReadonlySet<string> { return this.#teams }
+  wants (teamId: string): boolean { return this.#teams.has(teamId) }
 
   /** Greets the client and subscribes it to `teams`, resuming each from `since` where given. */
   start (teams: readonly string[], since: ReadonlyMap<string, number>): void {

@@ -6,6 +6,8 @@ import type { LoggedEvent } from './types.js'
 /** One subscriber of team streams: a WebSocket connection, in practice. */
 export interface HubClient {
   readonly closed: boolean
+  /** Whether the client still wants this team; false once it unsubscribed while a join was pending. */
+  wants (teamId: string): boolean
   /** Sends an event frame. The same buffer is handed to every client of the team: do not change it. */
   sendEvent (frame: Buffer): void
   sendControl (frame: ServerControlFrame): void
@@ -26,7 +28,10 @@ export interface HubOptions {
   /** How often unpublished events older than `relayGraceMs` are relayed (0: only at start and on reconnect). */
   relayIntervalMs?: number
   relayGraceMs?: number
-  /** Retention of the event log, enforced every `pruneIntervalMs` (0: never). */
+  /**
+   * Retention of the event log, enforced every `pruneIntervalMs` (default 60000; 0: never).
+   * Defaults: 50,000 events per team, 7 days, mutation ids 24 h; 0 for any of them: no limit.
+   */
   retention?: RetentionPolicy & { pruneIntervalMs?: number }
   /** Test hook: runs after an event committed and before it is published. */
   beforePublish?: (event: LoggedEvent) => void
@@ -79,7 +84,9 @@ export class Hub {
     this.#relayGraceMs = options.relayGraceMs ?? 1000
     this.#beforePublish = options.beforePublish
     const { pruneIntervalMs = 60_000, ...retention } = options.retention ?? {}
-    this.#retention = retention
+    // Bounded by default: a log nobody prunes grows forever. A week, or 50,000 events per team,
+    // covers any realistic offline client; one further behind refetches the list.
+    this.#retention = { maxEventsPerTeam: 50_000, maxEventAgeMs: 7 * 24 * 3600_000, ...retention }
     this.#broker.attach({
       onEvent: (event) => { this.#advance(event) },
       onResubscribed: () => { this.#recover() }
@@ -117,7 +124,7 @@ export class Hub {
     } finally {
       stream.pendingJoins--
     }
-    if (client.closed || this.#closed || !stream.ready) {
+    if (client.closed || this.#closed || !client.wants(teamId)) {
       this.#releaseIfIdle(teamId, stream)
       return
     }
@@ -187,13 +194,14 @@ export class Hub {
   #streamFor (teamId: string): TeamStream {
     let stream = this.#teams.get(teamId)
     if (stream === undefined) {
-      const created: TeamStream = new TeamStream(this.#broker.subscribe(teamId).then(() => {
+      const created: TeamStream = new TeamStream(this.#broker.subscribe(teamId).catch((err: unknown) => {
+        // Not fatal: local commits still reach local clients, and the broker subscribes again
+        // when its connection is back, whereupon onResubscribed catches the stream up.
+        this.#log.warn({ err, teamId }, 'atlas: broker subscription failed; the team catches up when the broker is back')
+      }).then(() => {
         // Subscribed first, head read second: every event after this head arrives by the broker.
         created.delivered = this.#repository.headSeq(teamId)
         created.ready = true
-      }, (err: unknown) => {
-        this.#log.error({ err, teamId }, 'atlas: broker subscription failed')
-        this.#teams.delete(teamId)
       }))
       stream = created
       this.#teams.set(teamId, stream)
@@ -262,7 +270,14 @@ export class Hub {
   }
 
   #publish (event: LoggedEvent): void {
-    this.#beforePublish?.(event)
+    try {
+      this.#beforePublish?.(event)
+    } catch (err) {
+      // Runs after commit: a throw must not turn a committed mutation into an error for its
+      // caller. The event is simply not published now and stays in the outbox.
+      this.#log.warn({ err, teamId: event.teamId, seq: event.seq }, 'atlas: beforePublish threw; the event stays in the outbox')
+      return
+    }
     const publishing: Promise<void> = this.#broker.publish(event).then(() => {
       this.#publishedBatch.push({ teamId: event.teamId, seq: event.seq })
       this.#scheduleFlush()

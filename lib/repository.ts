@@ -29,7 +29,7 @@ export interface RetentionPolicy {
   maxEventsPerTeam?: number
   /** Drop events older than this many ms (0 or absent: no limit by age). */
   maxEventAgeMs?: number
-  /** Forget mutation ids older than this many ms (absent: 24 h). */
+  /** Forget mutation ids older than this many ms (absent: 24 h; 0: never). */
   mutationIdTtlMs?: number
 }
 
@@ -192,7 +192,7 @@ export class TaskRepository {
         removed += tx.delete(events).where(and(eq(events.teamId, team.teamId), lte(events.seq, cutoff))).run().changes
         tx.update(teamSequences).set({ prunedThrough: cutoff }).where(eq(teamSequences.teamId, team.teamId)).run()
       }
-      const forgotten = tx.delete(mutations).where(lt(mutations.createdAt, now - mutationIdTtlMs)).run().changes
+      const forgotten = mutationIdTtlMs > 0 ? tx.delete(mutations).where(lt(mutations.createdAt, now - mutationIdTtlMs)).run().changes : 0
       return { events: removed, mutationIds: forgotten }
     }, { behavior: 'immediate' })
   }
@@ -230,7 +230,7 @@ export class TaskRepository {
     change: (tx: Transaction, now: number) => { task: Task, event: DistributiveOmit<TaskEvent, keyof EventEnvelope> | null }
   ): MutationResult {
     const { mutationId } = context
-    const fingerprint = mutationId === undefined ? '' : JSON.stringify(request)
+    const fingerprint = mutationId === undefined ? '' : canonicalJson(request)
     let committed: LoggedEvent | undefined
     const result = this.#db.transaction((tx): MutationResult => {
       if (mutationId !== undefined) {
@@ -291,6 +291,13 @@ function toTask (row: TaskRow): Task {
     updatedAt: new Date(row.updatedAt).toISOString(),
     updatedBy: row.updatedBy
   }
+}
+
+/** JSON with object keys sorted, so the same request always has the same fingerprint. */
+function canonicalJson (value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => v !== null && typeof v === 'object' && !Array.isArray(v)
+    ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+    : v)
 }
 
 /** Checks what a JSON schema cannot: that a due date names a real day. */

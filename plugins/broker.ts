@@ -54,6 +54,19 @@ const brokerPlugin: FastifyPluginAsync<AtlasBrokerOptions> = async (fastify, opt
       channelPrefix: options.channelPrefix,
       instanceId: options.instanceId
     })
+    // Once started, ioredis reports each failed reconnect attempt as an 'error' event and, with
+    // no listener, prints "[ioredis] Unhandled error event" to stderr every time. Log the first
+    // error of an outage as a warning, the retries at debug.
+    for (const namespace of [PUBLISHER_NAMESPACE, SUBSCRIBER_NAMESPACE]) {
+      let reported = false
+      fastify.redis[namespace]
+        .on('error', (err: Error) => {
+          if (reported) fastify.log.debug({ err, connection: namespace }, 'atlas: Redis still unreachable')
+          else fastify.log.warn({ err, connection: namespace }, 'atlas: Redis connection lost; events stay in the log and are relayed when it is back')
+          reported = true
+        })
+        .on('ready', () => { reported = false })
+    }
   }
   fastify.decorate('atlasBroker', broker)
   fastify.addHook('onClose', async () => { await broker.close() })

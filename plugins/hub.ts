@@ -10,6 +10,8 @@ export interface AtlasHubOptions {
   maxReplayEvents?: number
   /** How often the outbox is relayed, in ms (default 1000; 0: only at start and on reconnect). */
   relayIntervalMs?: number
+  /** Unpublished events younger than this are left to their own publish, not relayed (default 1000). */
+  relayGraceMs?: number
   /** Event log retention, applied every `pruneIntervalMs` (default 60000; 0: never). */
   retention?: RetentionPolicy & { pruneIntervalMs?: number }
   /** How long shutdown waits for publishes in flight, in ms (default 5000). */
@@ -30,6 +32,7 @@ const NAME = 'atlas-hub'
 const hubPlugin: FastifyPluginAsync<AtlasHubOptions> = async (fastify, options) => {
   checkPositiveInteger(NAME, 'maxReplayEvents', options.maxReplayEvents)
   checkPositiveInteger(NAME, 'relayIntervalMs', options.relayIntervalMs, { allowZero: true })
+  checkPositiveInteger(NAME, 'relayGraceMs', options.relayGraceMs, { allowZero: true })
   checkPositiveInteger(NAME, 'closeTimeoutMs', options.closeTimeoutMs, { allowZero: true })
   checkFunction(NAME, 'beforePublish', options.beforePublish)
   const { retention = {} } = options
@@ -43,6 +46,7 @@ const hubPlugin: FastifyPluginAsync<AtlasHubOptions> = async (fastify, options) 
     logger: fastify.log,
     maxReplayEvents: options.maxReplayEvents,
     relayIntervalMs: options.relayIntervalMs,
+    relayGraceMs: options.relayGraceMs,
     retention,
     beforePublish: options.beforePublish
   })

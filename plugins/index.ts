@@ -7,7 +7,7 @@ import { atlasBroker, type AtlasBrokerOptions } from './broker.js'
 import { atlasHub, type AtlasHubOptions } from './hub.js'
 import { atlasRepository, type AtlasRepositoryOptions } from './repository.js'
 import { atlasTaskRoutes, type AtlasTaskRoutesOptions } from './task-routes.js'
-import { atlasWebSocket, type AtlasWebSocketOptions } from './websocket.js'
+import { atlasWebSocket, RECOMMENDED_MAX_PAYLOAD, type AtlasWebSocketOptions } from './websocket.js'
 import { optionError } from './options.js'
 
 export interface AtlasRealtimeOptions {
@@ -34,26 +34,30 @@ const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fas
   if (typeof options.database !== 'object' || options.database === null) {
     throw optionError(NAME, 'option database is required, e.g. { databasePath: "./atlas.db" }')
   }
-  const { maxPayload = 64 * 1024, ...websocket } = options.websocket ?? {}
+  const { maxPayload = RECOMMENDED_MAX_PAYLOAD, ...websocket } = options.websocket ?? {}
   await fastify.register(atlasRepository, options.database)
   await fastify.register(atlasBroker, options.broker ?? {})
   await fastify.register(atlasHub, options.hub ?? {})
   await fastify.register(atlasAuth, { authenticate: options.authenticate })
   if (!fastify.hasDecorator('websocketServer')) {
-    await fastify.register(fastifyWebsocket, { options: { maxPayload }, preClose: closeWithGoingAway })
+    await fastify.register(fastifyWebsocket, { options: { maxPayload }, preClose: atlasWebSocketPreClose })
   }
   await fastify.register(atlasWebSocket, websocket)
   if (options.routes !== false) await fastify.register(atlasTaskRoutes, options.routes ?? {})
 }
 
-/** Replaces @fastify/websocket's default preClose, which closes sockets without a code. */
-async function closeWithGoingAway (this: FastifyInstance): Promise<void> {
+/**
+ * Replaces @fastify/websocket's default preClose, which closes sockets without a code. Pass it
+ * as `preClose` when you register @fastify/websocket yourself.
+ */
+export async function atlasWebSocketPreClose (this: FastifyInstance): Promise<void> {
   for (const client of this.websocketServer.clients) client.close(CloseCode.GOING_AWAY, 'server shutting down')
 }
 
 export const atlasRealtime = fp(atlasRealtimePlugin, { fastify: '5.x', name: NAME })
 export default atlasRealtime
 
+export { requireTeam } from './auth.js'
 export { atlasAuth, atlasBroker, atlasHub, atlasRepository, atlasTaskRoutes, atlasWebSocket }
 export type { Authenticate, AtlasBrokerOptions, AtlasHubOptions, AtlasRepositoryOptions, AtlasTaskRoutesOptions, AtlasWebSocketOptions }
 export { MUTATION_ID_HEADER, etagOf, parseIfMatch } from './task-routes.js'

@@ -1,8 +1,10 @@
 import { STATUS_CODES } from 'node:http'
 import fp from 'fastify-plugin'
-import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
+import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest, FastifySchemaCompiler } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { Type, type TSchema } from '@sinclair/typebox'
+import { TypeCompiler, ValueErrorType, type ValueError } from '@sinclair/typebox/compiler'
+import { Value } from '@sinclair/typebox/value'
 import { AtlasError, PreconditionFailedError } from '../lib/errors.js'
 import type { MutationContext, MutationResult } from '../lib/repository.js'
 import { ErrorResponse, TaskCreateBody, TaskListResponse, TaskParams, TaskPatchBody, TaskSchema, TeamParams } from '../lib/schemas.js'
@@ -31,7 +33,9 @@ const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fast
   // instance keeps its own (Fastify's default Ajv would silently drop unknown fields and coerce).
   await fastify.register(async (scope) => {
     const app = scope.withTypeProvider<TypeBoxTypeProvider>()
-    app.setValidatorCompiler(TypeBoxValidatorCompiler)
+    app.setValidatorCompiler(validatorCompiler)
+    // Only JSON bodies: Fastify's default text/plain parser would hand a string to the schema.
+    scope.removeContentTypeParser('text/plain')
     app.setErrorHandler(errorHandler)
     app.addHook('onRequest', authorize)
 
@@ -47,7 +51,8 @@ const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fast
       schema: { params: TeamParams, body: TaskCreateBody, headers: mutationHeaders, response: { 200: TaskSchema, 201: TaskSchema, ...errorSchemas, 409: ErrorResponse } }
     }, async (request, reply) => {
       const result = repository.create(request.params.teamId, request.body, mutationContext(request))
-      return sendTask(reply.code(result.replayed ? 200 : 201).header('location', `${request.url}/${result.task.id}`), result)
+      const path = request.url.split('?', 1)[0]
+      return sendTask(reply.code(201).header('location', `${path}/${result.task.id}`), result)
     })
 
     app.get('/teams/:teamId/tasks/:taskId', {
@@ -141,7 +146,30 @@ function errorHandler (error: FastifyError, request: FastifyRequest, reply: Fast
     request.log.error({ err: error }, 'atlas: task route failed')
     return reply.code(500).send({ statusCode: 500, code: 'INTERNAL', error: 'Internal Server Error', message: 'Internal error' })
   }
-  return reply.code(statusCode).send({ statusCode, code: error.code ?? 'BAD_REQUEST', error: httpReason(statusCode), message: error.message })
+  // Fastify's own 415 message is just the reason phrase.
+  const message = statusCode === 415 ? 'Content-Type must be application/json' : error.message
+  return reply.code(statusCode).send({ statusCode, code: error.code ?? 'BAD_REQUEST', error: httpReason(statusCode), message })
+}
+
+/**
+ * TypeBoxValidatorCompiler, except that a failed union names its alternatives ("Expected 'todo'
+ * or 'in_progress' or 'done'") instead of TypeBox's bare "Expected union value".
+ */
+const validatorCompiler: FastifySchemaCompiler<TSchema> = ({ schema, httpPart }) => {
+  const check = TypeCompiler.Compile(schema)
+  return (value) => {
+    const converted = httpPart === 'body' ? value : Value.Convert(schema, value)
+    if (check.Check(converted)) return { value: converted }
+    return { error: [...check.Errors(converted)].map((error) => ({
+      keyword: ValueErrorType[error.type], schemaPath: '', params: {}, instancePath: error.path, message: describeError(error)
+    })) }
+  }
+}
+
+function describeError (error: ValueError): string {
+  const alternatives = error.errors.map((variant) => variant.First()?.message).filter((m): m is string => m !== undefined)
+  if (alternatives.length === 0) return error.message
+  return alternatives.map((m, i) => i === 0 ? m : m.replace(/^Expected /, '')).join(' or ')
 }
 
 function httpReason (status: number): string {

@@ -26,6 +26,8 @@ declare module 'fastify' {
 }
 
 const NAME = 'atlas-websocket'
+/** Client frames are small JSON commands; 64 KiB is generous. */
+export const RECOMMENDED_MAX_PAYLOAD = 64 * 1024
 
 const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastify, options) => {
   checkString(NAME, 'path', options.path, { pattern: /^\// })
@@ -35,6 +37,12 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
     maxInvalidFrames: checkPositiveInteger(NAME, 'maxInvalidFrames', options.maxInvalidFrames, { allowZero: true }) ?? 20,
     closeGraceMs: checkPositiveInteger(NAME, 'closeGraceMs', options.closeGraceMs) ?? 2000
   })
+  const maxPayload = fastify.websocketServer.options.maxPayload ?? 0
+  if (maxPayload === 0 || maxPayload > RECOMMENDED_MAX_PAYLOAD) {
+    // Only happens when the integrator registered @fastify/websocket without maxPayload:
+    // ws's default lets a client make the server buffer 100 MiB per frame.
+    fastify.log.warn({ maxPayload }, `atlas: @fastify/websocket accepts frames up to ${maxPayload} bytes; set options.maxPayload (e.g. ${RECOMMENDED_MAX_PAYLOAD})`)
+  }
   fastify.decorate('atlasRealtime', realtime)
   // preClose, not onClose: clients get their 1001 while the hub can still finish publishing.
   fastify.addHook('preClose', async () => { realtime.close() })

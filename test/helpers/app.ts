@@ -17,7 +17,11 @@ export async function startInstance (
   t: { teardown (fn: () => unknown): void },
   config: Omit<ExampleConfig, 'jwtSecret'> & { jwtSecret?: string }
 ): Promise<Instance> {
-  const app = await buildExampleApp({ jwtSecret: TEST_SECRET, ...config })
+  return await listenInstance(t, await buildExampleApp({ jwtSecret: TEST_SECRET, ...config }))
+}
+
+/** Listens on a free port with an app the test built itself (e.g. with its own routes); closed when the test ends. */
+export async function listenInstance (t: { teardown (fn: () => unknown): void }, app: FastifyInstance): Promise<Instance> {
   await app.listen({ port: 0, host: '127.0.0.1' })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('no address')
@@ -69,4 +73,47 @@ export async function connectClient (
   const welcome = await client.waitForFrame('welcome')
   await client.ready(options.expectTeams ?? options.teams ?? (welcome.teams as string[]))
   return client
+}
+
+/**
+ * Waits until `predicate()` holds, re-checking every `everyMs` (for state that emits no event,
+ * such as a server-side count or a row in SQLite); fails after `timeoutMs` naming `what`.
+ */
+export async function waitUntil (what: string, predicate: () => boolean | Promise<boolean>, timeoutMs = 10_000, everyMs = 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!await predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, everyMs))
+  }
+}
+
+export interface SeqReport {
+  /** Events received. */
+  delivered: number
+  /** Receptions of a seq already received before. */
+  duplicates: number
+  /** Receptions of a seq lower than the one received just before. */
+  reorderings: number
+  /** Seqs in 1..head never received. */
+  missing: number[]
+}
+
+/** What a client received of one team's stream, against the team's head seq. */
+export function seqReport (seqs: readonly number[], head: number, from = 1): SeqReport {
+  const seen = new Set<number>()
+  let duplicates = 0
+  let reorderings = 0
+  seqs.forEach((seq, i) => {
+    if (seen.has(seq)) duplicates++
+    seen.add(seq)
+    if (i > 0 && seq < seqs[i - 1]) reorderings++
+  })
+  const missing: number[] = []
+  for (let seq = from; seq <= head; seq++) if (!seen.has(seq)) missing.push(seq)
+  return { delivered: seqs.length, duplicates, reorderings, missing }
+}
+
+/** [from, from+1, …, to]: the exact seq list a gapless, ordered, duplicate-free stream holds. */
+export function seqRange (from: number, to: number): number[] {
+  return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i)
 }

@@ -85,6 +85,18 @@ export class TestClient {
   }
 }
 
+let pingCounter = 0
+
+/**
+ * A ping/pong round trip on the protocol level: when it resolves, every frame the server wrote
+ * to this socket before answering has arrived (use it to prove something did NOT arrive).
+ */
+export async function pingPong (client: TestClient): Promise<void> {
+  const id = `probe-${++pingCounter}`
+  client.send({ type: 'ping', id })
+  await client.waitFor(`pong ${id}`, () => client.frames.some((f) => f.type === 'pong' && f.id === id))
+}
+
 /** Asserts-friendly summary: seqs of one team in arrival order. */
 export function seqsOf (events: readonly TaskEvent[], teamId: string): number[] {
   return events.filter((e) => e.teamId === teamId).map((e) => e.seq)

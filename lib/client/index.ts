@@ -1,0 +1,14 @@
+/**
+ * Atlas Realtime client SDK: runs in browsers and in Node 20+ (where it loads `ws` lazily).
+ * No server code is imported here, so the compiled files can be served to a page as they are.
+ */
+export { AtlasClient, type AtlasClientEvents, type AtlasClientOptions, type Snapshot, type SnapshotReason } from './client.js'
+export { TaskStore, type MutationKind, type MutationOutcome, type TaskStoreEvents, type TaskStoreOptions } from './task-store.js'
+export { RealtimeConnection, type ConnectionEvents, type ConnectionOptions, type ConnectionState, type DisconnectInfo, type HeartbeatOptions, type ReconnectInfo } from './connection.js'
+export { TaskApi, AtlasApiError, type MutationOptions, type MutationResponse, type TaskApiOptions, type TokenSource } from './http.js'
+export { Backoff, backoffDelay, type BackoffOptions } from './backoff.js'
+export { Emitter, type Listener } from './emitter.js'
+export { CloseCode, parseServerFrame, isTaskEvent, type ClientFrame, type ServerFrame } from './protocol.js'
+export { newMutationId } from './ids.js'
+export type { WebSocketConstructor, WebSocketLike } from './socket.js'
+export type { ResyncReason, Task, TaskCreatedEvent, TaskDeletedEvent, TaskEvent, TaskField, TaskInput, TaskPatch, TaskStatus, TaskUpdatedEvent } from './protocol.js'

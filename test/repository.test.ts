@@ -1,0 +1,215 @@
+import t, { type Test } from 'tap'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { defaultMigrationsFolder, openDatabase, type OpenedDatabase } from '../lib/db/open.js'
+import { InvalidTaskError, PreconditionFailedError, TaskNotFoundError } from '../lib/errors.js'
+import { TaskRepository } from '../lib/repository.js'
+import type { LoggedEvent } from '../lib/types.js'
+
+const alice = { actor: 'alice' }
+
+/** A repository on a fresh SQLite file of this test, closed when the test ends. */
+function openRepository (t: Test, options: { path?: string, now?: () => number } = {}): { repository: TaskRepository, database: OpenedDatabase, path: string } {
+  const path = options.path ?? join(t.testdir(), 'atlas.db')
+  const database = openDatabase({ path })
+  t.teardown(() => { database.close() })
+  return { repository: new TaskRepository(database.db, { now: options.now }), database, path }
+}
+
+/** A team's whole event log, parsed. */
+function eventsOf (repository: TaskRepository, teamId: string): any[] {
+  return repository.eventsAfter(teamId, 0, 10_000).map((e) => JSON.parse(e.payload))
+}
+
+/** Everything stored for the given teams: tasks, list seq and raw event log. */
+function stored (repository: TaskRepository, teams = ['red', 'blue']): unknown {
+  return teams.map((team) => ({ list: repository.list(team), log: repository.eventsAfter(team, 0, 10_000) }))
+}
+
+function thrown (fn: () => unknown): unknown {
+  try {
+    fn()
+  } catch (err) {
+    return err
+  }
+  return undefined
+}
+
+t.test('create, update and delete each append exactly one event; seq runs 1, 2, 3 per team with no gaps', async (t) => {
+  const { repository } = openRepository(t)
+  const red = repository.create('red', { title: 'a' }, alice).task
+  const blue = repository.create('blue', { title: 'b' }, alice).task
+  repository.update('red', red.id, { status: 'done' }, alice)
+  repository.update('blue', blue.id, { title: 'b2' }, alice)
+  repository.delete('red', red.id, alice)
+  repository.create('red', { title: 'c' }, alice)
+
+  t.same(eventsOf(repository, 'red').map((e) => [e.seq, e.type]), [[1, 'task.created'], [2, 'task.updated'], [3, 'task.deleted'], [4, 'task.created']])
+  t.same(eventsOf(repository, 'blue').map((e) => [e.seq, e.type]), [[1, 'task.created'], [2, 'task.updated']])
+  t.same(repository.eventsAfter('red', 0, 100).map((e) => e.seq), eventsOf(repository, 'red').map((e) => e.seq), 'log seq column matches the payload')
+  t.equal(repository.headSeq('red'), 4)
+  t.equal(repository.headSeq('blue'), 2)
+  t.equal(repository.headSeq('green'), 0)
+})
+
+t.test('each event payload carries type, team, seq, task id, the task after the change, changes, actor, time and mutation id', async (t) => {
+  let clock = Date.UTC(2026, 0, 5, 9, 0, 0)
+  const { repository } = openRepository(t, { now: () => clock })
+  const at0 = new Date(clock).toISOString()
+  const created = repository.create('red', { title: 'write tests', assignee: 'bob' }, { actor: 'alice', mutationId: 'm-create' })
+  const id = created.task.id
+  t.same(created.task, {
+    id, teamId: 'red', title: 'write tests', description: '', status: 'todo', assignee: 'bob', dueDate: null,
+    version: 1, createdAt: at0, updatedAt: at0, updatedBy: 'alice'
+  })
+
+  clock += 60_000
+  const at1 = new Date(clock).toISOString()
+  const updated = repository.update('red', id, { title: 'write more tests', dueDate: '2026-03-01', assignee: 'bob' }, { actor: 'carol', mutationId: 'm-update' })
+  clock += 60_000
+  const at2 = new Date(clock).toISOString()
+  repository.delete('red', id, { actor: 'dave' })
+
+  const [createdEvent, updatedEvent, deletedEvent] = eventsOf(repository, 'red')
+  t.same(createdEvent, { type: 'task.created', teamId: 'red', seq: 1, taskId: id, actor: 'alice', at: at0, mutationId: 'm-create', task: created.task })
+  t.same(updatedEvent, {
+    type: 'task.updated',
+    teamId: 'red',
+    seq: 2,
+    taskId: id,
+    actor: 'carol',
+    at: at1,
+    mutationId: 'm-update',
+    changes: ['title', 'dueDate'],
+    task: { ...created.task, title: 'write more tests', dueDate: '2026-03-01', version: 2, updatedAt: at1, updatedBy: 'carol' }
+  })
+  t.same(updatedEvent.task, updated.task, 'the event carries the task exactly as update() returned it')
+  t.same(deletedEvent, { type: 'task.deleted', teamId: 'red', seq: 3, taskId: id, actor: 'dave', at: at2, mutationId: null, version: 2 })
+  t.same(Object.keys(createdEvent).slice(0, 3), ['type', 'teamId', 'seq'], 'type, team and seq lead the JSON')
+  t.same(JSON.parse(JSON.stringify(updated.event)), updatedEvent, 'the returned event is the stored one')
+})
+
+t.test('a failing mutation changes nothing, appends no event and notifies no listener', async (t) => {
+  const { repository } = openRepository(t)
+  const task = repository.create('red', { title: 'a' }, alice).task
+  repository.update('red', task.id, { title: 'a2' }, alice)
+  repository.create('blue', { title: 'b' }, alice)
+  const unknownId = '00000000-0000-4000-8000-000000000000'
+  const heard: LoggedEvent[] = []
+  repository.onCommit((event) => { heard.push(event) })
+
+  const cases: Array<[string, () => unknown, new (...args: any[]) => Error]> = [
+    ['update of an unknown task', () => repository.update('red', unknownId, { title: 'x' }, alice), TaskNotFoundError],
+    ['delete of an unknown task', () => repository.delete('red', unknownId, alice), TaskNotFoundError],
+    ["update of another team's task", () => repository.update('blue', task.id, { title: 'x' }, alice), TaskNotFoundError],
+    ["delete of another team's task", () => repository.delete('blue', task.id, alice), TaskNotFoundError],
+    ['update with a stale ifMatch', () => repository.update('red', task.id, { title: 'x' }, { ...alice, ifMatch: [1] }), PreconditionFailedError],
+    ['delete with a stale ifMatch', () => repository.delete('red', task.id, { ...alice, ifMatch: [1] }), PreconditionFailedError],
+    ['create with an impossible dueDate', () => repository.create('red', { title: 'x', dueDate: '2026-02-30' }, alice), InvalidTaskError],
+    ['update with an impossible dueDate', () => repository.update('red', task.id, { dueDate: '2026-13-01' }, alice), InvalidTaskError]
+  ]
+  for (const [name, mutation, errorClass] of cases) {
+    const before = stored(repository)
+    const error = thrown(mutation)
+    t.type(error, errorClass, `${name} throws ${errorClass.name}`)
+    t.same(stored(repository), before, `${name} leaves tasks and event logs as they were`)
+  }
+  t.same(heard, [], 'no listener heard of a failed mutation')
+})
+
+t.test('a stale ifMatch error carries the current task; the current version (or *) succeeds', async (t) => {
+  const { repository } = openRepository(t)
+  const task = repository.create('red', { title: 'a' }, alice).task
+  const current = repository.update('red', task.id, { title: 'b' }, alice).task
+  const error = thrown(() => repository.update('red', task.id, { title: 'c' }, { ...alice, ifMatch: [1] }))
+  t.type(error, PreconditionFailedError)
+  t.same((error as PreconditionFailedError).current, current)
+  t.same((error as PreconditionFailedError).current, repository.get('red', task.id))
+
+  t.equal(repository.update('red', task.id, { title: 'c' }, { ...alice, ifMatch: [1, 2] }).task.version, 3, 'a list holding the current version matches')
+  t.equal(repository.update('red', task.id, { title: 'd' }, { ...alice, ifMatch: '*' }).task.version, 4)
+  repository.delete('red', task.id, { ...alice, ifMatch: [4] })
+  t.equal(repository.get('red', task.id), undefined)
+  t.same(eventsOf(repository, 'red').map((e) => e.type), ['task.created', 'task.updated', 'task.updated', 'task.updated', 'task.deleted'])
+})
+
+t.test('field-level last-write-wins: two updates of different fields made from the same version both survive', async (t) => {
+  const { repository } = openRepository(t)
+  const task = repository.create('red', { title: 'a' }, alice).task
+  // Both writers read version 1 and change a different field, without If-Match.
+  repository.update('red', task.id, { title: 'renamed' }, { actor: 'alice' })
+  repository.update('red', task.id, { status: 'in_progress' }, { actor: 'bob' })
+  const final = repository.get('red', task.id)
+  t.match(final, { title: 'renamed', status: 'in_progress', version: 3, updatedBy: 'bob' })
+  t.same(eventsOf(repository, 'red').slice(1).map((e) => e.changes), [['title'], ['status']])
+})
+
+t.test('a patch that changes nothing appends no event and keeps the version', async (t) => {
+  const { repository } = openRepository(t)
+  const task = repository.create('red', { title: 'a', status: 'done' }, alice).task
+  const heard: LoggedEvent[] = []
+  repository.onCommit((event) => { heard.push(event) })
+  const before = stored(repository)
+  const result = repository.update('red', task.id, { title: 'a', status: 'done' }, { actor: 'bob' })
+  t.equal(result.event, null)
+  t.same(result.task, task)
+  t.same(stored(repository), before)
+  t.same(heard, [])
+
+  const partly = repository.update('red', task.id, { title: 'a', status: 'todo' }, alice)
+  t.same(partly.event !== null && partly.event.type === 'task.updated' ? partly.event.changes : null, ['status'], 'only fields that really changed are listed')
+})
+
+t.test('list() returns the tasks in creation order and the seq it is current as of', async (t) => {
+  let clock = 1_000
+  const { repository } = openRepository(t, { now: () => clock++ })
+  t.same(repository.list('red'), { tasks: [], seq: 0 })
+  const a = repository.create('red', { title: 'a' }, alice).task
+  const b = repository.create('red', { title: 'b' }, alice).task
+  const a2 = repository.update('red', a.id, { title: 'a2' }, alice).task
+  repository.create('blue', { title: 'other team' }, alice)
+  t.same(repository.list('red'), { tasks: [a2, b], seq: 3 })
+  repository.delete('red', b.id, alice)
+  t.same(repository.list('red'), { tasks: [a2], seq: 4 })
+  t.same(repository.list('blue').seq, 1)
+})
+
+t.test('onCommit listeners get each committed event once, after the commit', async (t) => {
+  const { repository, database, path } = openRepository(t)
+  // A second connection sees only committed data: what it reads in the listener proves the commit.
+  const observer = openRepository(t, { path }).repository
+  const heard: Array<{ event: LoggedEvent, inTransaction: boolean, committed: LoggedEvent[] }> = []
+  const stop = repository.onCommit((event) => {
+    heard.push({ event, inTransaction: database.sqlite.inTransaction, committed: observer.eventsAfter(event.teamId, event.seq - 1, 1) })
+  })
+  const task = repository.create('red', { title: 'a' }, alice).task
+  repository.update('red', task.id, { title: 'a' }, alice) // no-op: no event
+  repository.update('red', task.id, { title: 'b' }, alice)
+  thrown(() => repository.update('red', task.id, { title: 'c' }, { ...alice, ifMatch: [1] }))
+  repository.create('blue', { title: 'x' }, alice)
+  repository.delete('red', task.id, alice)
+  stop()
+  repository.create('red', { title: 'after unsubscribe' }, alice)
+
+  t.same(heard.map((h) => [h.event.teamId, h.event.seq]), [['red', 1], ['red', 2], ['blue', 1], ['red', 3]])
+  t.same(heard.map((h) => h.inTransaction), [false, false, false, false], 'no transaction is open while listeners run')
+  t.same(heard.map((h) => h.committed), heard.map((h) => [h.event]), 'another connection already reads each event, payload and all')
+})
+
+t.test('migrations are safe to re-run: the same file opened twice (and again later) keeps its data and seq', async (t) => {
+  const { repository, path } = openRepository(t)
+  const first = repository.create('red', { title: 'a' }, alice).task
+
+  const second = openRepository(t, { path })
+  t.same(second.repository.list('red'), { tasks: [first], seq: 1 }, 'a second open while the first is still open')
+  second.repository.create('red', { title: 'b' }, alice)
+  t.equal(repository.headSeq('red'), 2, 'both connections share one sequence')
+  second.database.close()
+
+  const third = openRepository(t, { path })
+  t.equal(third.repository.list('red').tasks.length, 2)
+  t.equal(third.repository.create('red', { title: 'c' }, alice).event?.seq, 3)
+  const journal = JSON.parse(readFileSync(join(defaultMigrationsFolder(), 'meta/_journal.json'), 'utf8')) as { entries: unknown[] }
+  const applied = third.database.sqlite.prepare('SELECT count(*) AS n FROM __drizzle_migrations').get() as { n: number }
+  t.equal(applied.n, journal.entries.length, 'each migration recorded once')
+})

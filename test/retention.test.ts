@@ -1,0 +1,121 @@
+/**
+ * Retention of the event log: the hub prunes on its interval, a resume from before the retained
+ * history is told to resync, the outbox (unpublished events) and everything after it are never
+ * pruned, a stream that falls behind pruned history tells its clients instead of skipping, and
+ * mutation ids are remembered for their TTL only.
+ */
+import t from 'tap'
+import Database from 'better-sqlite3'
+import { openDatabase } from '../lib/db/open.js'
+import { TaskRepository } from '../lib/repository.js'
+import { MemoryBus } from '../lib/memory-broker.js'
+import { api, connectClient, seqRange, startInstance, tokenFor, waitUntil } from './helpers/app.js'
+import { pingPong, seqsOf } from './helpers/ws-client.js'
+
+function eventSeqs (path: string, team: string): number[] {
+  const db = new Database(path, { readonly: true })
+  try {
+    return (db.prepare('select seq from events where team_id = ? order by seq').all(team) as Array<{ seq: number }>).map((r) => r.seq)
+  } finally {
+    db.close()
+  }
+}
+
+t.test('the hub prunes on its interval; resumes before the retained history resync, after it replay', async (t) => {
+  const databasePath = `${t.testdir()}/atlas.db`
+  const instance = await startInstance(t, { databasePath, realtime: { hub: { retention: { maxEventsPerTeam: 5, pruneIntervalMs: 50 } } } })
+  const alice = await tokenFor('alice', ['red'])
+  for (let i = 1; i <= 20; i++) {
+    t.equal((await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: `t${i}` } })).status, 201)
+  }
+  await waitUntil('the log pruned to the last 5 events', () => instance.app.taskRepository.history('red').prunedThrough === 15)
+  t.same(eventSeqs(databasePath, 'red'), seqRange(16, 20))
+  t.equal(instance.app.taskRepository.headSeq('red'), 20, 'pruning never moves the head back')
+
+  const stale = await connectClient(t, instance, alice, { since: { red: 10 } })
+  await pingPong(stale)
+  t.same(stale.frames.find((f) => f.type === 'resync'), { type: 'resync', teamId: 'red', seq: 20, reason: 'history_pruned' })
+  t.equal(stale.events.length, 0)
+  const recent = await connectClient(t, instance, alice, { since: { red: 15 } })
+  await recent.waitFor('16-20', () => recent.events.length >= 5)
+  await pingPong(recent)
+  t.same(seqsOf(recent.events, 'red'), seqRange(16, 20))
+
+  // New seqs go on from the head, never reusing pruned ones.
+  const next = await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 't21' } })
+  t.equal(next.status, 201)
+  await recent.waitFor('21', () => recent.lastSeq('red') === 21)
+  await stale.waitFor('21 after the resync', () => stale.lastSeq('red') === 21)
+  t.same(seqsOf(stale.events, 'red'), [21], 'the resynced client gets the live stream from the resync seq on')
+})
+
+t.test('unpublished events (the outbox) and everything after them are never pruned', async (t) => {
+  const databasePath = `${t.testdir()}/atlas.db`
+  const memoryBus = new MemoryBus()
+  let lost = false
+  const instance = await startInstance(t, {
+    databasePath,
+    realtime: {
+      broker: { memoryBus },
+      hub: {
+        relayIntervalMs: 0,
+        retention: { maxEventsPerTeam: 2, pruneIntervalMs: 0 },
+        // The first publish of "stuck" is lost: that event stays in the outbox.
+        beforePublish: (event) => { if (!lost && event.payload.includes('"title":"stuck"')) { lost = true; throw new Error('test: lost publish') } }
+      }
+    }
+  })
+  const { taskRepository: repository, atlasHub: hub } = instance.app
+  for (let i = 1; i <= 10; i++) repository.create('red', { title: i === 3 ? 'stuck' : `t${i}` }, { actor: 'alice' })
+  await waitUntil('all but seq 3 published', () => repository.unpublished(Date.now() + 1000, 10).length === 1)
+  hub.prune()
+  t.same(repository.history('red'), { head: 10, prunedThrough: 2 }, 'pruning stops before the unpublished event')
+  t.same(eventSeqs(databasePath, 'red'), seqRange(3, 10))
+
+  // Another instance starts: its start-up relay publishes the outbox, and pruning can go on.
+  await startInstance(t, { databasePath, realtime: { broker: { memoryBus } } })
+  await waitUntil('seq 3 relayed and marked', () => repository.unpublished(Date.now() + 1000, 10).length === 0)
+  hub.prune()
+  t.same(repository.history('red'), { head: 10, prunedThrough: 8 })
+  t.same(eventSeqs(databasePath, 'red'), [9, 10])
+})
+
+t.test('a stream that falls behind pruned history tells its clients to resync instead of skipping silently', async (t) => {
+  const databasePath = `${t.testdir()}/atlas.db`
+  const instance = await startInstance(t, { databasePath })
+  const alice = await tokenFor('alice', ['red'])
+  const client = await connectClient(t, instance, alice)
+  t.equal((await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'seen' } })).status, 201)
+  await client.waitFor('seq 1', () => client.events.length === 1)
+
+  // Another writer whose messages never reached this instance, then retention ran.
+  const other = openDatabase({ path: databasePath })
+  t.teardown(() => { other.close() })
+  const writer = new TaskRepository(other.db)
+  const written = Array.from({ length: 10 }, (_, i) => writer.create('red', { title: `elsewhere ${i}` }, { actor: 'carol' }).event?.seq ?? 0)
+  writer.markPublished(written.map((seq) => ({ teamId: 'red', seq })))
+  writer.prune({ maxEventsPerTeam: 3 })
+  t.same(writer.history('red'), { head: 11, prunedThrough: 8 })
+
+  t.equal((await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'next' } })).status, 201)
+  await client.waitFor('seq 12', () => client.lastSeq('red') === 12)
+  await pingPong(client)
+  const stream = client.frames.filter((f) => f.type === 'resync' || f.type.startsWith('task.')).map((f) => f.type === 'resync' ? `resync:${String(f.seq)}:${String(f.reason)}` : f.seq)
+  t.same(stream, [1, 'resync:8:history_pruned', 9, 10, 11, 12], 'the hole 2-8 is announced, then the stream goes on')
+})
+
+t.test('mutation ids are forgotten after their TTL', async (t) => {
+  const databasePath = `${t.testdir()}/atlas.db`
+  const instance = await startInstance(t, { databasePath, realtime: { hub: { retention: { mutationIdTtlMs: 1, pruneIntervalMs: 0 } } } })
+  const alice = await tokenFor('alice', ['red'])
+  const headers = { 'idempotency-key': 'short-lived' }
+  const first = await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'a' }, headers })
+  t.equal(first.status, 201)
+  t.equal((await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'a' }, headers })).status, 200, 'within the TTL: a replay')
+  const startedAt = Date.now()
+  await waitUntil('the TTL to pass', () => Date.now() > startedAt + 5)
+  instance.app.atlasHub.prune()
+  const again = await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'a' }, headers })
+  t.equal(again.status, 201, 'after the TTL and a prune, the key is new again')
+  t.not(again.body.id, first.body.id)
+})

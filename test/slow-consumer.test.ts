@@ -1,0 +1,106 @@
+/**
+ * A client that stops reading while 10,000 events flow: the server cuts it off (close 4008, then
+ * destroys the socket when it does not even take the close frame), its unsent backlog never
+ * passes the limit, and the clients that do read get every event in order.
+ */
+import t from 'tap'
+import { randomBytes } from 'node:crypto'
+import { request } from 'node:http'
+import type { Socket } from 'node:net'
+import { connectClient, seqRange, startInstance, tokenFor, waitUntil } from './helpers/app.js'
+import { seqsOf } from './helpers/ws-client.js'
+
+const EVENTS = 10_000
+const BATCH = 100
+const MAX_BUFFERED = 256 * 1024
+
+/** Upgrades by hand and then never reads a byte: the kernel buffers fill, then the server's. */
+async function neverReadingClient (t: { teardown (fn: () => unknown): void }, wsUrl: string): Promise<Socket> {
+  const url = new URL(wsUrl)
+  const socket = await new Promise<Socket>((resolve, reject) => {
+    const req = request({
+      host: url.hostname,
+      port: url.port,
+      path: url.pathname + url.search,
+      headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': randomBytes(16).toString('base64') }
+    })
+    req.once('upgrade', (_res, upgraded) => { resolve(upgraded) })
+    req.once('response', (res) => { reject(new Error(`upgrade refused: ${res.statusCode}`)) })
+    req.once('error', reject)
+    req.end()
+  })
+  socket.on('error', () => {})
+  socket.pause()
+  t.teardown(() => { socket.destroy() })
+  return socket
+}
+
+t.test('a client that never reads is cut off; the backlog stays bounded; readers get all 10,000 events in order', async (t) => {
+  const databasePath = `${t.testdir()}/atlas.db`
+  const instance = await startInstance(t, {
+    databasePath,
+    realtime: { websocket: { maxBufferedBytes: MAX_BUFFERED, closeGraceMs: 4000 } }
+  })
+  const { app } = instance
+  const alice = await tokenFor('alice', ['red'])
+  const readers = [await connectClient(t, instance, alice), await connectClient(t, instance, alice)]
+  // One stalls for a while and reads again later (it then sees why it was cut); one never reads.
+  const stalling = await connectClient(t, instance, alice)
+  const stallingSocket = (stalling.socket as unknown as { _socket: Socket })._socket
+  stallingSocket.pause()
+  const query = new URLSearchParams({ access_token: alice }).toString()
+  await neverReadingClient(t, `${instance.wsUrl}?${query}`)
+  await waitUntil('4 subscriptions', () => app.atlasHub.stats.subscriptions === 4)
+  t.equal(app.atlasRealtime.connectionCount, 4)
+
+  const serverSockets = [...app.websocketServer.clients]
+  let maxBuffered = 0
+  let largestFrame = 0
+  const sample = (): void => {
+    for (const socket of serverSockets) maxBuffered = Math.max(maxBuffered, socket.bufferedAmount)
+  }
+  const before = process.memoryUsage()
+  const description = 'x'.repeat(1000)
+  let resumedAt: number | undefined
+  const received: number[][] = readers.map(() => [])
+  for (let sent = 0; sent < EVENTS;) {
+    for (let i = 0; i < BATCH; i++, sent++) {
+      const { event } = app.taskRepository.create('red', { title: `event ${sent}`, description }, { actor: 'writer' })
+      largestFrame = Math.max(largestFrame, Buffer.byteLength(JSON.stringify(event)))
+    }
+    sample()
+    // Paced by the readers (a real producer is paced by its own clients), never by the stalled ones.
+    await Promise.all(readers.map(async (reader, r) => {
+      await reader.waitFor(`${sent} events`, () => received[r].length + reader.events.length >= sent, 30_000)
+      // Keep only the seqs, so the memory figure is the server's, not the test clients' records.
+      received[r].push(...seqsOf(reader.events, 'red'))
+      reader.events.length = 0
+      reader.frames.length = 0
+    }))
+    sample()
+    // Once both stalled sockets were cut (they left their team), the stalling one reads again.
+    if (resumedAt === undefined && app.atlasHub.stats.subscriptions === 2) {
+      resumedAt = sent
+      stallingSocket.resume()
+    }
+  }
+  const after = process.memoryUsage()
+
+  t.ok(resumedAt !== undefined, `both stalled sockets were cut off during the flood (seen after ${resumedAt} events)`)
+  const { code } = await stalling.closed
+  t.equal(code, 4008, 'the stalling client, once it read again, got close code 4008')
+  t.ok(stalling.events.length < EVENTS, `it got only a prefix (${stalling.events.length} events)`)
+  t.same(seqsOf(stalling.events, 'red'), seqRange(1, stalling.events.length), 'that prefix was in order, with no hole')
+  // The one that never reads does not even take the close frame: it is destroyed after closeGraceMs.
+  await waitUntil('the never-reading socket to be destroyed', () => app.atlasRealtime.connectionCount === 2, 15_000)
+  t.equal(app.atlasHub.stats.subscriptions, 2)
+
+  t.ok(maxBuffered <= MAX_BUFFERED + largestFrame + 512,
+    `a socket's unsent backlog never passed the limit plus one frame (max ${maxBuffered} bytes, limit ${MAX_BUFFERED})`)
+  for (const [i, seqs] of received.entries()) {
+    t.same(seqs, seqRange(1, EVENTS), `reader ${i + 1}: all ${EVENTS} events, in order`)
+  }
+  const mb = (n: number): string => `${(n / 1024 / 1024).toFixed(1)} MiB`
+  t.comment(`${EVENTS} events of ~${largestFrame} bytes (${mb(EVENTS * largestFrame)} per reader); stalled sockets cut after ${resumedAt} events`)
+  t.comment(`test process (server and clients) memory: rss ${mb(before.rss)} -> ${mb(after.rss)} (${mb(after.rss - before.rss)}), heapUsed ${mb(before.heapUsed)} -> ${mb(after.heapUsed)} (${mb(after.heapUsed - before.heapUsed)}); largest backlog ${maxBuffered} bytes`)
+})
