@@ -52,7 +52,7 @@ const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fast
     }, async (request, reply) => {
       const result = repository.create(request.params.teamId, request.body, mutationContext(request))
       const path = request.url.split('?', 1)[0]
-      return sendTask(reply.code(201).header('location', `${path}/${result.task.id}`), result)
+      return sendTask(reply.code(result.replayed ? 200 : 201).header('location', `${path}/${result.task.id}`), result)
     })
 
     app.get('/teams/:teamId/tasks/:taskId', {

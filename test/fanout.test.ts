@@ -1,14 +1,12 @@
 import t from 'tap'
 import { join } from 'node:path'
-import { api, connectClient, startInstance, tokenFor } from './helpers/app.js'
+import { api, connectClient, seqRange, startInstance, tokenFor } from './helpers/app.js'
 import { pingPong, seqsOf, type TestClient } from './helpers/ws-client.js'
 
 const CLIENTS = 50
 const MUTATIONS = 100
 /** HTTP requests in flight at once during the burst: enough to interleave, bounded for a 2-core box. */
 const CONCURRENCY = 5
-
-const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i + 1)
 
 t.test(`${CLIENTS} clients of a team each get all ${MUTATIONS} events of a burst once and in order; another team gets none`, async (t) => {
   const instance = await startInstance(t, { databasePath: join(t.testdir(), 'atlas.db') })
@@ -20,12 +18,12 @@ t.test(`${CLIENTS} clients of a team each get all ${MUTATIONS} events of a burst
   // 50 creates, then an update of each: 100 mutations, CONCURRENCY at a time.
   const ids: string[] = []
   const requests = [
-    ...range(MUTATIONS / 2).map((i) => async () => {
+    ...seqRange(1, MUTATIONS / 2).map((i) => async () => {
       const response = await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: `task ${i}` } })
       ids.push(response.body.id)
       return response.status
     }),
-    ...range(MUTATIONS / 2).map((i) => async () =>
+    ...seqRange(1, MUTATIONS / 2).map((i) => async () =>
       (await api(instance.baseUrl, 'PATCH', `/teams/red/tasks/${ids[i - 1]}`, { token: alice, body: { status: 'done' } })).status)
   ]
   const statuses: number[] = []
@@ -39,7 +37,7 @@ t.test(`${CLIENTS} clients of a team each get all ${MUTATIONS} events of a burst
     await pingPong(client) // anything sent after the 100th (a duplicate) would be here by now
   }
   await Promise.all(reds.map(allArrived))
-  t.same(reds.map((c) => seqsOf(c.events, 'red')), Array(CLIENTS).fill(range(MUTATIONS)), 'every client: seq 1..100, once each, in order')
+  t.same(reds.map((c) => seqsOf(c.events, 'red')), Array(CLIENTS).fill(seqRange(1, MUTATIONS)), 'every client: seq 1..100, once each, in order')
   t.same(reds.map((c) => c.events.length), Array(CLIENTS).fill(MUTATIONS), 'no event of another team')
   const stored = instance.app.taskRepository.eventsAfter('red', 0, 1000).map((e) => JSON.parse(e.payload))
   t.same(reds[CLIENTS - 1].events, stored, 'what arrived is the stored event log, byte for byte in meaning')

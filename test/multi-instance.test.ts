@@ -1,10 +1,8 @@
 import t, { type Test } from 'tap'
 import { join } from 'node:path'
-import { api, connectClient, startInstance, tokenFor, type Instance } from './helpers/app.js'
+import { api, connectClient, seqRange, startInstance, tokenFor, type Instance } from './helpers/app.js'
 import { startRedis } from './helpers/redis.js'
 import { seqsOf, type TestClient } from './helpers/ws-client.js'
-
-const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i + 1)
 
 /** Two instances of the example API sharing one private redis-server and one SQLite file. */
 async function setup (t: Test) {
@@ -54,7 +52,7 @@ t.test('with mutations interleaved across both instances, clients on both get th
   await create(two, 'red')
   const total = 2 * ROUNDS + 2
   await allReach(clients, 'red', total)
-  t.same(clients.map((c) => seqsOf(c.events, 'red')), Array(clients.length).fill(range(total)))
+  t.same(clients.map((c) => seqsOf(c.events, 'red')), Array(clients.length).fill(seqRange(1, total)))
   t.same(clients.map((c) => c.events), Array(clients.length).fill(clients[0].events), 'identical events everywhere')
   const stored = one.app.taskRepository.eventsAfter('red', 0, 1000).map((e) => JSON.parse(e.payload))
   t.same(clients[0].events, stored, 'they are the shared event log')
@@ -80,5 +78,5 @@ t.test("neither instance delivers one team's events to another team's client", a
   await allReach(blues, 'blue', 2)
   await allReach(reds, 'red', 8)
   t.same(blues.map((c) => c.events.map((e) => [e.teamId, e.seq])), Array(2).fill([['blue', 1], ['blue', 2]]))
-  t.same(reds.map((c) => c.events.map((e) => [e.teamId, e.seq])), Array(2).fill(range(8).map((seq) => ['red', seq])))
+  t.same(reds.map((c) => c.events.map((e) => [e.teamId, e.seq])), Array(2).fill(seqRange(1, 8).map((seq) => ['red', seq])))
 })

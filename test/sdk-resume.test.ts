@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { AtlasClient, CloseCode, type TaskEvent } from '../lib/client/index.js'
 import { api, startInstance, tokenFor, type Instance } from './helpers/app.js'
 import { controlledWebSocket, nextEvent, until, type SocketControl } from './helpers/sdk.js'
@@ -13,7 +13,7 @@ interface Setup {
   createTask (title: string): Promise<{ id: string }>
 }
 
-async function setup (t: Tap.Test, heartbeat?: { intervalMs: number, timeoutMs: number }): Promise<Setup> {
+async function setup (t: Test, heartbeat?: { intervalMs: number, timeoutMs: number }): Promise<Setup> {
   const dir = t.testdir()
   const instance = await startInstance(t, { databasePath: `${dir}/atlas.db` })
   const [alice, bob] = await Promise.all([tokenFor('alice', ['red']), tokenFor('bob', ['red'])])

@@ -1,7 +1,7 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { AtlasClient, TaskStore, type MutationOutcome, type Task, type TaskEvent, type TokenSource } from '../lib/client/index.js'
 import { api, startInstance, tokenFor, type Instance } from './helpers/app.js'
-import { controlledWebSocket, until, type SocketControl } from './helpers/sdk.js'
+import { controlledWebSocket, nextEvent, until, type SocketControl } from './helpers/sdk.js'
 
 interface Setup {
   instance: Instance
@@ -17,7 +17,7 @@ interface Setup {
   alice: string
 }
 
-async function setup (t: Tap.Test, options: { token?: TokenSource, newMutationId?: () => string } = {}): Promise<Setup> {
+async function setup (t: Test, options: { token?: TokenSource, newMutationId?: () => string } = {}): Promise<Setup> {
   const dir = t.testdir()
   const instance = await startInstance(t, { databasePath: `${dir}/atlas.db` })
   const [alice, bob] = await Promise.all([tokenFor('alice', ['red']), tokenFor('bob', ['red'])])
@@ -78,7 +78,7 @@ t.test('the store follows events from other users', async (t) => {
 t.test('an optimistic create shows at once and is confirmed by the event carrying its mutation id', async (t) => {
   const s = await setup(t)
   const order: string[] = []
-  s.client.on('event', (e) => order.push(`event ${e.mutationId ?? ''}`))
+  s.store.on('applied', ({ event }) => order.push(`event ${event.mutationId ?? ''}`))
   s.store.on('confirmed', (o) => order.push(`confirmed ${o.mutationId}`))
   const outcome = s.store.create({ title: 'mine' })
   // Before any I/O completed:
@@ -188,7 +188,10 @@ t.test('refusals roll back: 403 (membership lost), 400 (invalid), 409 (mutation 
     t.equal(s.store.get(ghost.id), undefined, 'the vanished task is gone from the store too')
     return outcome
   }, 404, () => true)
-  await until('the client back after deafening', s.client, ['state'], () => s.client.state === 'open')
+  // The deaf socket is dropped so the client reconnects and hears the server again.
+  const back = nextEvent(s.client, 'state', (state) => state === 'open')
+  for (const ws of s.instance.app.websocketServer.clients) ws.terminate()
+  await back
 
   fixedId = 'reused-id'
   const first = await s.store.update(task.id, { description: 'first use of the id' })

@@ -1,0 +1,125 @@
+import { parseArgs } from 'node:util'
+import type { LoadPlan, ScenarioName, SystemName } from './ipc.js'
+
+/** The sizes of one scenario; `LoadPlan` minus what the orchestrator fills in per run. */
+export interface ScenarioSize {
+  clients: number
+  teams: number
+  rate: number
+  mutations: number
+  /** Load-generator processes (more than one only where a single process would run out of file descriptors). */
+  shards: number
+  connectConcurrency: number
+  drainMs: number
+  saturation: LoadPlan['saturation']
+  storm: LoadPlan['storm']
+  rounds: number
+}
+
+const SATURATION = { startRate: 200, stepRate: 100, stepSeconds: 10, maxRate: 3000, p99LimitMs: 100 }
+const STORM = { warmPerTeam: 5, perTeam: 100, graceMs: 3000 }
+const BASE = { shards: 1, connectConcurrency: 100, drainMs: 5000, saturation: SATURATION, storm: STORM, rounds: 2 }
+
+/** The sizes the issue asks for. */
+const FULL: Record<ScenarioName, ScenarioSize> = {
+  seed: { ...BASE, clients: 1000, teams: 20, rate: 200, mutations: 2000 },
+  wide: { ...BASE, clients: 5000, teams: 100, rate: 200, mutations: 2000 },
+  saturation: { ...BASE, clients: 1000, teams: 20, rate: 200, mutations: 0, rounds: 1, drainMs: 2000 },
+  storm: { ...BASE, clients: 1000, teams: 20, rate: 200, mutations: 0 },
+  // One process cannot hold 20,000 client sockets under a 20,000 file-descriptor limit: two can.
+  idle: { ...BASE, clients: 20_000, teams: 100, rate: 0, mutations: 0, shards: 2, connectConcurrency: 200, rounds: 1 }
+}
+
+/** Small versions (`--quick`, and the default): the same shapes in seconds, for a quick look or CI. */
+const QUICK: Record<ScenarioName, ScenarioSize> = {
+  seed: { ...FULL.seed, clients: 200, teams: 10, mutations: 1000 },
+  wide: { ...FULL.wide, clients: 500, teams: 50, mutations: 600 },
+  saturation: { ...FULL.saturation, clients: 200, teams: 10, saturation: { ...SATURATION, stepRate: 200, stepSeconds: 3, maxRate: 2000 } },
+  storm: { ...FULL.storm, clients: 200, teams: 10, storm: { ...STORM, perTeam: 20 } },
+  idle: { ...FULL.idle, clients: 2000, teams: 20, shards: 1 }
+}
+
+export const SCENARIOS: readonly ScenarioName[] = ['seed', 'wide', 'saturation', 'storm', 'idle']
+export const SYSTEMS: readonly SystemName[] = ['atlas', 'socketio']
+
+export interface BenchOptions {
+  scenarios: ScenarioName[]
+  systems: SystemName[]
+  quick: boolean
+  sizes: Record<ScenarioName, ScenarioSize>
+  /** Write CPU profiles of the Atlas servers (node --cpu-prof) under bench/results/profiles. */
+  profile: boolean
+}
+
+export const USAGE = `Usage: npm run bench -- [options]
+  --scenario <name>   seed | wide | saturation | storm | idle | all (repeatable; default: seed)
+  --quick             small sizes (the default when no --scenario is given)
+  --full              the issue's sizes even without --scenario
+  --rounds <n>        A/B alternations per scenario (default: 2; 1 for saturation and idle)
+  --systems <list>    atlas,socketio (default both)
+  --clients <n>  --teams <n>  --rate <n>  --mutations <n>   override the scenario's sizes
+  --step-seconds <n>  --start-rate <n>  --step-rate <n>     saturation steps
+  --profile           write CPU profiles of the Atlas servers to bench/results/profiles
+  --help`
+
+/** Reads the command line; throws with a usage message on anything it does not know. */
+export function parseOptions (argv: readonly string[]): BenchOptions | 'help' {
+  const { values } = parseArgs({
+    args: [...argv],
+    strict: true,
+    options: {
+      scenario: { type: 'string', multiple: true },
+      quick: { type: 'boolean' },
+      full: { type: 'boolean' },
+      rounds: { type: 'string' },
+      systems: { type: 'string' },
+      clients: { type: 'string' },
+      teams: { type: 'string' },
+      rate: { type: 'string' },
+      mutations: { type: 'string' },
+      'step-seconds': { type: 'string' },
+      'start-rate': { type: 'string' },
+      'step-rate': { type: 'string' },
+      profile: { type: 'boolean' },
+      help: { type: 'boolean' }
+    }
+  })
+  if (values.help === true) return 'help'
+  const named = (values.scenario ?? []).flatMap((s) => s.split(','))
+  const scenarios = named.includes('all') ? [...SCENARIOS] : named.length === 0 ? ['seed' as const] : named.map(checkScenario)
+  const quick = values.quick === true || (named.length === 0 && values.full !== true)
+  const systems = values.systems === undefined ? [...SYSTEMS] : values.systems.split(',').map(checkSystem)
+  const base = quick ? QUICK : FULL
+  const sizes = {} as Record<ScenarioName, ScenarioSize>
+  for (const name of SCENARIOS) {
+    const s: ScenarioSize = { ...base[name], saturation: { ...base[name].saturation }, storm: { ...base[name].storm } }
+    s.rounds = positive('rounds', values.rounds) ?? s.rounds
+    s.clients = positive('clients', values.clients) ?? s.clients
+    s.teams = positive('teams', values.teams) ?? s.teams
+    s.rate = positive('rate', values.rate) ?? s.rate
+    s.mutations = positive('mutations', values.mutations) ?? s.mutations
+    s.saturation.stepSeconds = positive('step-seconds', values['step-seconds']) ?? s.saturation.stepSeconds
+    s.saturation.startRate = positive('start-rate', values['start-rate']) ?? s.saturation.startRate
+    s.saturation.stepRate = positive('step-rate', values['step-rate']) ?? s.saturation.stepRate
+    if (s.teams > s.clients) throw new Error(`--teams (${s.teams}) cannot exceed --clients (${s.clients})`)
+    sizes[name] = s
+  }
+  return { scenarios, systems, quick, sizes, profile: values.profile === true }
+}
+
+function checkScenario (name: string): ScenarioName {
+  if ((SCENARIOS as readonly string[]).includes(name)) return name as ScenarioName
+  throw new Error(`unknown scenario ${JSON.stringify(name)}; expected one of ${SCENARIOS.join(', ')}, all`)
+}
+
+function checkSystem (name: string): SystemName {
+  if ((SYSTEMS as readonly string[]).includes(name)) return name as SystemName
+  throw new Error(`unknown system ${JSON.stringify(name)}; expected atlas, socketio`)
+}
+
+function positive (flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`--${flag} must be a positive integer (got ${JSON.stringify(value)})`)
+  return n
+}

@@ -1,0 +1,77 @@
+import type { HistogramJSON } from './histogram.js'
+
+/** The two systems under test. */
+export type SystemName = 'atlas' | 'socketio'
+export type ScenarioName = 'seed' | 'wide' | 'saturation' | 'storm' | 'idle'
+
+/** What one load-generator process is told to do (orchestrator -> load generator). */
+export interface LoadPlan {
+  system: SystemName
+  scenario: ScenarioName
+  /** HTTP/WebSocket ports of the system's server processes on 127.0.0.1. */
+  ports: number[]
+  jwtSecret: string
+  /** Team count; team k is `bt<k>`. */
+  teams: number
+  /** Total clients of the run (across shards): client c is in team c % teams. */
+  totalClients: number
+  /** The slice of clients this process holds: [firstClient, firstClient + clients). */
+  firstClient: number
+  clients: number
+  /** Connections opened at once while setting up (the storm reconnects all at once regardless). */
+  connectConcurrency: number
+  rate: number
+  mutations: number
+  /** How long to wait after the last send for deliveries to complete. */
+  drainMs: number
+  saturation: { startRate: number, stepRate: number, stepSeconds: number, maxRate: number, p99LimitMs: number }
+  storm: { warmPerTeam: number, perTeam: number, graceMs: number }
+}
+
+/** Delivery figures of one measured window (a run, a saturation step, a storm phase). */
+export interface WindowResult {
+  name: string
+  /** Target send rate, mutations/s (0: as fast as allowed). */
+  rate: number
+  sent: number
+  httpOk: number
+  httpErrors: number
+  /** Sends achieved per second over the sending time. */
+  achievedRate: number
+  expected: number
+  delivered: number
+  duplicated: number
+  outOfOrder: number
+  /** Events of a team the client is not in. */
+  foreign: number
+  /** Frames whose mutation could not be identified. */
+  unknown: number
+  latency: HistogramJSON
+  /** ms from the first send to the last delivery. */
+  durationMs: number
+  /** ms from the window's start until every expected delivery had arrived (null: never). */
+  completeAfterMs: number | null
+  /** Most HTTP requests in flight at once. */
+  maxInflight: number
+}
+
+export interface LoadResult {
+  connected: number
+  connectFailures: number
+  /** ms to open all connections at setup. */
+  connectMs: number
+  resyncs: number
+  windows: WindowResult[]
+  saturation?: { highestHeldRate: number, stoppedBecause: string }
+  storm?: { reconnectedAfterMs: number | null, wholeAfterMs: number | null, recovered: number }
+}
+
+export type LoadMessage =
+  | { type: 'progress', phase: string, connected: number, target: number, sent: number, delivered: number, expected: number }
+  | { type: 'mark', name: string }
+  | { type: 'result', result: LoadResult }
+  | { type: 'failed', message: string }
+
+export type OrchestratorMessage =
+  | { type: 'plan', plan: LoadPlan }
+  | { type: 'ack', name: string }

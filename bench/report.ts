@@ -1,0 +1,92 @@
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg, totalmem } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import type { ScenarioName, SystemName } from './ipc.js'
+import { checkTargets, ratios, type Figures, type RunRecord, type TargetCheck } from './stats.js'
+import { SYSTEM_LABEL } from './systems.js'
+
+/** bench/results in the source tree (git ignores it); this file runs from dist/bench/. */
+export const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url))
+
+const ms = (v: number | null | undefined): string => (v == null ? '—' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2))
+const int = (v: number): string => Math.round(v).toLocaleString('en-US')
+const kb = (bytes: number | null): string => (bytes == null ? '—' : `${(bytes / 1024).toFixed(1)} KB`)
+
+/** The block printed after each run. */
+export function formatRun (record: RunRecord, f: Figures): string {
+  const lines = [
+    `  ${SYSTEM_LABEL[record.system]} — ${record.scenario}, round ${record.round}: ${int(f.connected)} connected in ${(record.load.connectMs / 1000).toFixed(1)} s (${f.connectFailures} failed), ${record.teams} teams`
+  ]
+  if (record.scenario !== 'idle') {
+    lines.push(
+      `    delivered ${int(f.delivered)}/${int(f.expected)}  lost ${int(f.lost)}  duplicated ${int(f.duplicated)}  out of order ${int(f.outOfOrder)}  foreign ${f.foreign}  resyncs ${f.resyncs}`,
+      `    latency ms p50 ${ms(f.latencyMs?.p50)}  p95 ${ms(f.latencyMs?.p95)}  p99 ${ms(f.latencyMs?.p99)}  max ${ms(f.latencyMs?.max)}   ${int(f.deliveredPerSec)} deliveries/s`,
+      `    server CPU ${f.serverCpuMicrosPerDelivery == null ? '—' : f.serverCpuMicrosPerDelivery.toFixed(1)} µs/delivery  (servers ${f.cpuPercent.servers.toFixed(0)}%, redis ${f.cpuPercent.redis.toFixed(0)}%, load generator ${f.cpuPercent.loadgen.toFixed(0)}% of a core)`
+    )
+  }
+  lines.push(`    server RSS ${kb(f.serverRssBytesPerConnection)} per connection (${(f.serverRssBytes / 1048576).toFixed(0)} MB for both processes)`)
+  if (f.steps !== undefined) {
+    for (const s of f.steps) {
+      lines.push(`    step ${String(s.rate).padStart(5)}/s: sent ${s.achievedRate.toFixed(0)}/s, p99 ${ms(s.p99Ms)} ms, delivered ${int(s.delivered)}/${int(s.expected)}, ${s.cpuMicrosPerDelivery == null ? '—' : s.cpuMicrosPerDelivery.toFixed(1)} µs/delivery`)
+    }
+    lines.push(`    highest sustained rate ${f.highestHeldRate ?? '—'}/s (stopped: ${f.stoppedBecause ?? '—'})`)
+  }
+  if (f.wholeAfterMs !== undefined) {
+    lines.push(`    all reconnected after ${ms(f.reconnectedAfterMs)} ms; every client whole after ${f.wholeAfterMs == null ? 'never' : `${ms(f.wholeAfterMs)} ms`}; sessions recovered ${f.recovered ?? 0}`)
+  }
+  return lines.join('\n')
+}
+
+/** The per-scenario summary: both systems' figures side by side, the ratios and the targets. */
+export function formatSummary (scenario: ScenarioName, figures: Partial<Record<SystemName, Figures>>): { text: string, ratios: Record<string, number | null> | null, targets: TargetCheck[] } {
+  const a = figures.atlas
+  const s = figures.socketio
+  const rows: Array<[string, (f: Figures) => string]> = [['connected (failed)', (f) => `${int(f.connected)} (${f.connectFailures})`]]
+  if (scenario !== 'idle') {
+    rows.push(
+      ['delivered/expected', (f) => `${int(f.delivered)}/${int(f.expected)}`],
+      ['lost / dup / out of order', (f) => `${f.lost} / ${f.duplicated} / ${f.outOfOrder}`],
+      ['latency p50 ms', (f) => ms(f.latencyMs?.p50)],
+      ['latency p95 ms', (f) => ms(f.latencyMs?.p95)],
+      ['latency p99 ms', (f) => ms(f.latencyMs?.p99)],
+      ['latency max ms', (f) => ms(f.latencyMs?.max)],
+      ['deliveries/s', (f) => int(f.deliveredPerSec)],
+      ['server CPU µs/delivery', (f) => (f.serverCpuMicrosPerDelivery == null ? '—' : f.serverCpuMicrosPerDelivery.toFixed(1))],
+      ['load generator CPU %', (f) => f.cpuPercent.loadgen.toFixed(0)]
+    )
+  }
+  rows.push(['server RSS/connection', (f) => kb(f.serverRssBytesPerConnection)])
+  if (scenario === 'idle') rows.push(['server RSS, both processes', (f) => `${(f.serverRssBytes / 1048576).toFixed(0)} MB`])
+  if (scenario === 'saturation') rows.push(['highest held rate /s', (f) => String(f.highestHeldRate ?? '—')])
+  if (scenario === 'storm') rows.push(['time to whole ms', (f) => (f.wholeAfterMs == null ? 'never' : ms(f.wholeAfterMs))])
+  const r = a !== undefined && s !== undefined ? ratios(a, s) : null
+  const width = 28
+  const out = [`\n== ${scenario}: summary${a !== undefined && s !== undefined ? ' (Atlas / Socket.IO)' : ''} ==`]
+  out.push(`${''.padEnd(width)}${'Atlas'.padStart(16)}${'Socket.IO'.padStart(16)}${'ratio'.padStart(10)}`)
+  const ratioKey: Record<string, string> = {
+    'latency p50 ms': 'latency p50', 'latency p95 ms': 'latency p95', 'latency p99 ms': 'latency p99', 'latency max ms': 'latency max',
+    'deliveries/s': 'delivered msg/s', 'server CPU µs/delivery': 'server CPU µs/delivery', 'server RSS/connection': 'server RSS/connection',
+    'highest held rate /s': 'highest held rate', 'time to whole ms': 'time to whole (storm)'
+  }
+  for (const [label, show] of rows) {
+    const key = ratioKey[label]
+    const value = key === undefined || r === null ? null : r[key]
+    out.push(`${label.padEnd(width)}${(a === undefined ? '' : show(a)).padStart(16)}${(s === undefined ? '' : show(s)).padStart(16)}${(value == null ? '' : `${value.toFixed(2)}×`).padStart(10)}`)
+  }
+  const targets = a === undefined ? [] : checkTargets(scenario, a, s)
+  for (const t of targets) out.push(`  target ${t.met === null ? '[n/a]' : t.met ? '[met]' : '[MISSED]'} ${t.target}: ${t.detail}`)
+  return { text: out.join('\n'), ratios: r, targets }
+}
+
+/** Writes the invocation's results as one JSON file; returns its path. */
+export function writeResults (startedAt: Date, content: object): string {
+  mkdirSync(RESULTS_DIR, { recursive: true })
+  const path = `${RESULTS_DIR}${startedAt.toISOString().replace(/[:.]/g, '-')}.json`
+  writeFileSync(path, JSON.stringify({ startedAt: startedAt.toISOString(), machine: machine(), ...content }, null, 2))
+  return path
+}
+
+function machine (): object {
+  const list = cpus()
+  return { cpus: list.length, model: list[0]?.model, memoryBytes: totalmem(), loadavg: loadavg(), node: process.version }
+}

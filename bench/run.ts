@@ -1,0 +1,232 @@
+/**
+ * `npm run bench`: runs the chosen scenarios against Atlas Realtime and against Socket.IO with
+ * its Redis adapter, alternating the two (A B A B …) so both see the same machine, each as two
+ * server processes on one redis-server that this orchestrator starts and stops. The load
+ * generator runs as its own process (bench/loadgen.ts); this process only starts and stops
+ * things, samples /proc at the load generator's marks, and reports.
+ */
+import { fork, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { fileURLToPath } from 'node:url'
+import { parseOptions, USAGE, type BenchOptions, type ScenarioSize } from './config.js'
+import type { LoadMessage, LoadPlan, LoadResult, OrchestratorMessage, ScenarioName, SystemName } from './ipc.js'
+import { killAllNow, sleep, startRedis, stopAll, stopChild, track, type RedisProcess } from './processes.js'
+import { sampleGroups } from './procstat.js'
+import { formatRun, formatSummary, RESULTS_DIR, writeResults } from './report.js'
+import { figuresOf, type Figures, type MarkSample, type RunRecord } from './stats.js'
+import { startSystem, SYSTEM_LABEL, type RunningSystem } from './systems.js'
+
+const LOADGEN = fileURLToPath(new URL('./loadgen.js', import.meta.url))
+const SERVER_PROCESSES = 2
+/** No single run may take longer than this, whatever goes wrong. */
+const RUN_TIMEOUT_MS = 20 * 60_000
+
+interface Context {
+  options: BenchOptions
+  redis: RedisProcess
+  workDir: string
+  jwtSecret: string
+}
+
+/** One line of progress, rewritten in place on a terminal and printed every few seconds otherwise. */
+class Progress {
+  #lastPrinted = 0
+  show (text: string): void {
+    if (process.stdout.isTTY) {
+      process.stdout.write(`\r\x1b[2K${text}`)
+    } else if (performance.now() - this.#lastPrinted > 3000) {
+      this.#lastPrinted = performance.now()
+      process.stdout.write(`${text}\n`)
+    }
+  }
+
+  done (): void {
+    if (process.stdout.isTTY) process.stdout.write('\r\x1b[2K')
+    this.#lastPrinted = 0
+  }
+}
+
+function planFor (scenario: ScenarioName, system: SystemName, size: ScenarioSize, ports: number[], jwtSecret: string): LoadPlan[] {
+  const shards = scenario === 'idle' ? size.shards : 1
+  const per = Math.ceil(size.clients / shards)
+  return Array.from({ length: shards }, (_, s) => ({
+    system,
+    scenario,
+    ports,
+    jwtSecret,
+    teams: size.teams,
+    totalClients: size.clients,
+    firstClient: s * per,
+    clients: Math.min(per, size.clients - s * per),
+    connectConcurrency: size.connectConcurrency,
+    rate: size.rate,
+    mutations: size.mutations,
+    drainMs: size.drainMs,
+    saturation: size.saturation,
+    storm: size.storm
+  }))
+}
+
+/** Runs the load generator shard(s) of one run against a started system, sampling /proc at every mark. */
+async function drive (label: string, plans: LoadPlan[], running: RunningSystem, ctx: Context, samples: Record<string, MarkSample>): Promise<LoadResult> {
+  const progress = new Progress()
+  const shards: ChildProcess[] = plans.map(() => track(fork(LOADGEN, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })))
+  const groups = { servers: running.pids, redis: [ctx.redis.pid], loadgen: shards.map((c) => c.pid ?? 0) }
+  const latest = plans.map(() => ({ phase: 'starting', connected: 0, target: 0, sent: 0, delivered: 0, expected: 0 }))
+  const arrived = new Map<string, number>()
+  const showProgress = (): void => {
+    const sum = (k: 'connected' | 'target' | 'sent' | 'delivered' | 'expected'): number => latest.reduce((a, p) => a + p[k], 0)
+    progress.show(`  [${label}] ${latest[0].phase}: ${sum('connected').toLocaleString('en-US')}/${sum('target').toLocaleString('en-US')} connected, ${sum('sent').toLocaleString('en-US')} mutations sent, ${sum('delivered').toLocaleString('en-US')}/${sum('expected').toLocaleString('en-US')} delivered`)
+  }
+  try {
+    const results = await Promise.all(shards.map(async (child, i) => await new Promise<LoadResult>((resolve, reject) => {
+      child.on('message', (message: LoadMessage) => {
+        switch (message.type) {
+          case 'progress':
+            latest[i] = message
+            showProgress()
+            break
+          case 'mark': {
+            // Every shard must reach a mark before it is sampled and they all go on.
+            const count = (arrived.get(message.name) ?? 0) + 1
+            arrived.set(message.name, count)
+            if (count < shards.length) break
+            // Memory is read once the servers settled after the connection burst.
+            const settle = message.name === 'connected' ? (plans[0].scenario === 'idle' ? 3000 : 1000) : 0
+            void sleep(settle).then(() => {
+              samples[message.name] = { at: performance.now(), groups: sampleGroups(groups) }
+              const ack: OrchestratorMessage = { type: 'ack', name: message.name }
+              for (const shard of shards) shard.send(ack)
+            })
+            break
+          }
+          case 'result':
+            resolve(message.result)
+            break
+          case 'failed':
+            reject(new Error(`load generator failed: ${message.message}`))
+            break
+        }
+      })
+      child.once('exit', (code) => { reject(new Error(`load generator exited (${code}) without a result`)) })
+      setTimeout(() => { reject(new Error(`run took longer than ${RUN_TIMEOUT_MS / 60_000} min`)) }, RUN_TIMEOUT_MS).unref()
+      const plan: OrchestratorMessage = { type: 'plan', plan: plans[i] }
+      child.send(plan)
+    })))
+    progress.done()
+    return mergeShards(results)
+  } finally {
+    progress.done()
+    await Promise.all(shards.map(async (c) => { await stopChild(c, 2000) }))
+  }
+}
+
+/** Shards only split the clients of the idle scenario, which has no windows: their counts add up. */
+function mergeShards (results: LoadResult[]): LoadResult {
+  const [first, ...rest] = results
+  return rest.reduce((acc, r) => ({
+    ...acc,
+    connected: acc.connected + r.connected,
+    connectFailures: acc.connectFailures + r.connectFailures,
+    connectMs: Math.max(acc.connectMs, r.connectMs),
+    resyncs: acc.resyncs + r.resyncs,
+    windows: [...acc.windows, ...r.windows]
+  }), first)
+}
+
+async function runOnce (scenario: ScenarioName, system: SystemName, round: number, ctx: Context): Promise<RunRecord> {
+  const size = ctx.options.sizes[scenario]
+  const databasePath = join(ctx.workDir, `${system}-${scenario}-${round}.db`)
+  const nodeFlags = ctx.options.profile && system === 'atlas' ? ['--cpu-prof', `--cpu-prof-dir=${RESULTS_DIR}profiles`] : []
+  const running = await startSystem(system, { databasePath, redisUrl: ctx.redis.url, jwtSecret: ctx.jwtSecret, processes: SERVER_PROCESSES, nodeFlags, recovery: scenario === 'storm' })
+  try {
+    // Start-up work (JIT, migrations, Redis connections) settles before the baseline is taken.
+    await sleep(1000)
+    const samples: Record<string, MarkSample> = {
+      baseline: { at: performance.now(), groups: sampleGroups({ servers: running.pids, redis: [ctx.redis.pid] }) }
+    }
+    const load = await drive(`${system} ${scenario} r${round}`, planFor(scenario, system, size, running.ports, ctx.jwtSecret), running, ctx, samples)
+    return { scenario, system, round, clients: size.clients, teams: size.teams, load, samples }
+  } finally {
+    await running.stop()
+    for (const suffix of ['', '-wal', '-shm']) rmSync(databasePath + suffix, { force: true })
+  }
+}
+
+function describe (scenario: ScenarioName, size: ScenarioSize): string {
+  const base = `${size.clients.toLocaleString('en-US')} clients, ${size.teams} teams (${Math.round(size.clients / size.teams)} per team), ${SERVER_PROCESSES} server processes per system`
+  switch (scenario) {
+    case 'seed':
+    case 'wide': return `${base}, ${size.mutations} mutations at ${size.rate}/s`
+    case 'saturation': return `${base}, from ${size.saturation.startRate}/s up by ${size.saturation.stepRate}/s every ${size.saturation.stepSeconds} s until p99 > ${size.saturation.p99LimitMs} ms or deliveries fall behind`
+    case 'storm': return `${base}, all disconnect, ${size.storm.perTeam} mutations per team, all reconnect at once and resume`
+    case 'idle': return `${base}, idle authenticated connections, ${size.shards} load-generator process(es)`
+  }
+}
+
+async function main (): Promise<number> {
+  let options: BenchOptions
+  try {
+    const parsed = parseOptions(process.argv.slice(2))
+    if (parsed === 'help') { console.log(USAGE); return 0 }
+    options = parsed
+  } catch (err) {
+    console.error(`${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`)
+    return 2
+  }
+  const startedAt = new Date()
+  const workDir = mkdtempSync(join(tmpdir(), 'atlas-bench-'))
+  const cleanUp = (): void => { killAllNow(); rmSync(workDir, { recursive: true, force: true }) }
+  process.once('exit', cleanUp)
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      console.error(`\n${signal}: stopping every process the bench started`)
+      cleanUp()
+      process.exit(130)
+    })
+  }
+  const runs: Array<RunRecord & { figures: Figures }> = []
+  const summaries: Record<string, object> = {}
+  try {
+    const redis = await startRedis()
+    const ctx: Context = { options, redis, workDir, jwtSecret: randomBytes(32).toString('hex') }
+    console.log(`Atlas Realtime bench${options.quick ? ' (quick sizes)' : ''}: ${options.scenarios.join(', ')}; systems ${options.systems.map((s) => SYSTEM_LABEL[s]).join(' vs ')}; redis-server at ${redis.url}`)
+    for (const scenario of options.scenarios) {
+      const size = options.sizes[scenario]
+      console.log(`\n== ${scenario}: ${describe(scenario, size)}; ${size.rounds} round(s), alternating ==`)
+      const bySystem: Partial<Record<SystemName, RunRecord[]>> = {}
+      for (let round = 1; round <= size.rounds; round++) {
+        for (const system of options.systems) {
+          const record = await runOnce(scenario, system, round, ctx)
+          const figures = figuresOf([record])
+          console.log(formatRun(record, figures))
+          runs.push({ ...record, figures })
+          ;(bySystem[system] ??= []).push(record)
+        }
+      }
+      const figures: Partial<Record<SystemName, Figures>> = {}
+      for (const system of options.systems) figures[system] = figuresOf(bySystem[system] ?? [])
+      const summary = formatSummary(scenario, figures)
+      console.log(summary.text)
+      summaries[scenario] = { size, figures, ratios: summary.ratios, targets: summary.targets }
+    }
+    await redis.stop()
+    return 0
+  } catch (err) {
+    console.error(`\nbench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`)
+    return 1
+  } finally {
+    if (runs.length > 0) {
+      const path = writeResults(startedAt, { options: { scenarios: options.scenarios, systems: options.systems, quick: options.quick }, summaries, runs })
+      console.log(`\nresults: ${path}`)
+    }
+    await stopAll()
+    rmSync(workDir, { recursive: true, force: true })
+  }
+}
+
+process.exitCode = await main()

@@ -1,0 +1,198 @@
+import { Histogram } from './histogram.js'
+import type { LoadResult, ScenarioName, SystemName, WindowResult } from './ipc.js'
+import type { GroupSample } from './procstat.js'
+
+/** Everything recorded about one run of one system: what the load generator saw, what /proc said. */
+export interface RunRecord {
+  scenario: ScenarioName
+  system: SystemName
+  round: number
+  clients: number
+  teams: number
+  load: LoadResult
+  /** Samples per mark (`connected`, `<window>:start`, `<window>:end`), plus `baseline` before any client. */
+  samples: Record<string, MarkSample>
+}
+
+/** The processes' figures at one instant; `at` in ms on the orchestrator's clock. */
+export interface MarkSample {
+  at: number
+  groups: GroupSample
+}
+
+/** The figures the issue asks for, for one run or several rounds merged. */
+export interface Figures {
+  connected: number
+  connectFailures: number
+  expected: number
+  delivered: number
+  lost: number
+  duplicated: number
+  outOfOrder: number
+  foreign: number
+  resyncs: number
+  /** Null when nothing was delivered. */
+  latencyMs: { p50: number, p95: number, p99: number, max: number } | null
+  deliveredPerSec: number
+  /** Server processes' CPU (user + system) over the measured windows per delivered message. */
+  serverCpuMicrosPerDelivery: number | null
+  /** CPU use over the measured windows, in % of one core. */
+  cpuPercent: { servers: number, redis: number, loadgen: number }
+  /** Growth of the servers' RSS from before any client to all connected, per connection. */
+  serverRssBytesPerConnection: number | null
+  serverRssBytes: number
+  highestHeldRate?: number
+  stoppedBecause?: string
+  reconnectedAfterMs?: number | null
+  wholeAfterMs?: number | null
+  recovered?: number
+  steps?: Array<{ rate: number, achievedRate: number, p99Ms: number, delivered: number, expected: number, cpuMicrosPerDelivery: number | null }>
+}
+
+/** The windows whose figures stand for the run: saturation counts the steps that held, storm its reconnect. */
+function measuredWindows (record: RunRecord): WindowResult[] {
+  const { windows, saturation } = record.load
+  if (record.scenario === 'storm') return windows.filter((w) => w.name === 'storm')
+  if (record.scenario === 'saturation' && saturation !== undefined) {
+    const held = windows.filter((w) => w.rate <= saturation.highestHeldRate)
+    return held.length > 0 ? held : windows.slice(0, 1)
+  }
+  return windows
+}
+
+function windowCpu (record: RunRecord, w: WindowResult, group: string): number {
+  const start = record.samples[`${w.name}:start`]?.groups[group]
+  const end = record.samples[`${w.name}:end`]?.groups[group]
+  return start === undefined || end === undefined ? 0 : end.cpuMicros - start.cpuMicros
+}
+
+function windowWallMicros (record: RunRecord, w: WindowResult): number {
+  const start = record.samples[`${w.name}:start`]
+  const end = record.samples[`${w.name}:end`]
+  return start === undefined || end === undefined ? 0 : (end.at - start.at) * 1000
+}
+
+/** Figures of several rounds of one system in one scenario (one round: that run's figures). */
+export function figuresOf (records: readonly RunRecord[]): Figures {
+  const latency = new Histogram()
+  let expected = 0; let delivered = 0; let duplicated = 0; let outOfOrder = 0; let foreign = 0; let resyncs = 0
+  let serverCpu = 0; let redisCpu = 0; let loadgenCpu = 0; let wall = 0; let activeSeconds = 0
+  let connected = 0; let connectFailures = 0
+  const rssPerConnection: number[] = []
+  let serverRss = 0
+  for (const record of records) {
+    connected += record.load.connected
+    connectFailures += record.load.connectFailures
+    resyncs += record.load.resyncs
+    for (const w of measuredWindows(record)) {
+      latency.merge(Histogram.fromJSON(w.latency))
+      expected += w.expected
+      delivered += w.delivered
+      duplicated += w.duplicated
+      outOfOrder += w.outOfOrder
+      foreign = Math.max(foreign, w.foreign)
+      serverCpu += windowCpu(record, w, 'servers')
+      redisCpu += windowCpu(record, w, 'redis')
+      loadgenCpu += windowCpu(record, w, 'loadgen')
+      wall += windowWallMicros(record, w)
+      activeSeconds += w.durationMs / 1000
+    }
+    const before = record.samples.baseline?.groups.servers?.rssBytes
+    const after = record.samples.connected?.groups.servers?.rssBytes
+    if (before !== undefined && after !== undefined && record.load.connected > 0) {
+      rssPerConnection.push((after - before) / record.load.connected)
+      serverRss = Math.max(serverRss, after)
+    }
+  }
+  const percent = (micros: number): number => (wall > 0 ? (micros / wall) * 100 : 0)
+  const figures: Figures = {
+    connected: Math.round(connected / records.length),
+    connectFailures,
+    expected,
+    delivered,
+    lost: Math.max(0, expected - delivered),
+    duplicated,
+    outOfOrder,
+    foreign,
+    resyncs,
+    latencyMs: latency.count === 0 ? null : {
+      p50: latency.percentile(50) / 1000,
+      p95: latency.percentile(95) / 1000,
+      p99: latency.percentile(99) / 1000,
+      max: latency.max / 1000
+    },
+    deliveredPerSec: activeSeconds > 0 ? delivered / activeSeconds : 0,
+    serverCpuMicrosPerDelivery: delivered > 0 && serverCpu > 0 ? serverCpu / delivered : null,
+    cpuPercent: { servers: percent(serverCpu), redis: percent(redisCpu), loadgen: percent(loadgenCpu) },
+    serverRssBytesPerConnection: rssPerConnection.length > 0 ? mean(rssPerConnection) : null,
+    serverRssBytes: serverRss
+  }
+  const saturations = records.map((r) => r.load.saturation).filter((s) => s !== undefined)
+  if (saturations.length > 0) {
+    figures.highestHeldRate = mean(saturations.map((s) => s.highestHeldRate))
+    figures.stoppedBecause = saturations.map((s) => s.stoppedBecause).join('; ')
+    figures.steps = records.flatMap((r) => r.load.windows.map((w) => {
+      const cpu = windowCpu(r, w, 'servers')
+      return { rate: w.rate, achievedRate: w.achievedRate, p99Ms: Histogram.fromJSON(w.latency).percentile(99) / 1000, delivered: w.delivered, expected: w.expected, cpuMicrosPerDelivery: w.delivered > 0 && cpu > 0 ? cpu / w.delivered : null }
+    }))
+  }
+  const storms = records.map((r) => r.load.storm).filter((s) => s !== undefined)
+  if (storms.length > 0) {
+    // The worst round counts: the target is about every client, every time.
+    figures.wholeAfterMs = storms.some((s) => s.wholeAfterMs === null) ? null : Math.max(...storms.map((s) => s.wholeAfterMs ?? 0))
+    figures.reconnectedAfterMs = storms.some((s) => s.reconnectedAfterMs === null) ? null : Math.max(...storms.map((s) => s.reconnectedAfterMs ?? 0))
+    figures.recovered = Math.round(mean(storms.map((s) => s.recovered)))
+  }
+  return figures
+}
+
+function mean (values: readonly number[]): number {
+  return values.reduce((a, b) => a + b, 0) / values.length
+}
+
+/** Atlas / Socket.IO for each comparable figure (null where either side has none). */
+export function ratios (atlas: Figures, peer: Figures): Record<string, number | null> {
+  const r = (a: number | null | undefined, b: number | null | undefined): number | null =>
+    a == null || b == null || b === 0 ? null : a / b
+  return {
+    'latency p50': r(atlas.latencyMs?.p50, peer.latencyMs?.p50),
+    'latency p95': r(atlas.latencyMs?.p95, peer.latencyMs?.p95),
+    'latency p99': r(atlas.latencyMs?.p99, peer.latencyMs?.p99),
+    'latency max': r(atlas.latencyMs?.max, peer.latencyMs?.max),
+    'delivered msg/s': r(atlas.deliveredPerSec, peer.deliveredPerSec),
+    'server CPU µs/delivery': r(atlas.serverCpuMicrosPerDelivery, peer.serverCpuMicrosPerDelivery),
+    'server RSS/connection': r(atlas.serverRssBytesPerConnection, peer.serverRssBytesPerConnection),
+    'highest held rate': r(atlas.highestHeldRate, peer.highestHeldRate),
+    'time to whole (storm)': r(atlas.wholeAfterMs, peer.wholeAfterMs)
+  }
+}
+
+export interface TargetCheck { target: string, met: boolean | null, detail: string }
+
+/** The issue's targets that a scenario can judge, for Atlas against the peer of the same run. */
+export function checkTargets (scenario: ScenarioName, atlas: Figures, peer: Figures | undefined): TargetCheck[] {
+  const checks: TargetCheck[] = []
+  const clean = atlas.lost === 0 && atlas.duplicated === 0 && atlas.outOfOrder === 0 && atlas.foreign === 0
+  checks.push({ target: 'zero lost, duplicated, reordered', met: clean, detail: `lost ${atlas.lost}, dup ${atlas.duplicated}, out of order ${atlas.outOfOrder}` })
+  const ratio = peer === undefined ? undefined : ratios(atlas, peer)
+  const judge = (target: string, value: number | null | undefined, ok: (v: number) => boolean, show: (v: number) => string): void => {
+    checks.push(value == null ? { target, met: null, detail: 'no comparison (peer not run or no figure)' } : { target, met: ok(value), detail: show(value) })
+  }
+  if (scenario === 'seed') {
+    judge('p99 ≤ Socket.IO p99', ratio?.['latency p99'], (v) => v <= 1, (v) => `${v.toFixed(2)}×`)
+  }
+  if (scenario === 'seed' || scenario === 'wide') {
+    judge('server CPU/delivery ≤ 0.6× Socket.IO', ratio?.['server CPU µs/delivery'], (v) => v <= 0.6, (v) => `${v.toFixed(2)}×`)
+  }
+  if (scenario === 'saturation') {
+    judge('highest held rate ≥ 1.5× Socket.IO', ratio?.['highest held rate'], (v) => v >= 1.5, (v) => `${v.toFixed(2)}×`)
+  }
+  if (scenario === 'storm') {
+    checks.push({ target: 'every client whole within 2 s', met: atlas.wholeAfterMs != null && atlas.wholeAfterMs <= 2000, detail: atlas.wholeAfterMs == null ? 'never whole' : `${atlas.wholeAfterMs.toFixed(0)} ms` })
+  }
+  if (scenario === 'idle') {
+    const perConnection = atlas.serverRssBytesPerConnection
+    checks.push({ target: '≤ 10 KB server memory per idle connection', met: perConnection != null && perConnection <= 10 * 1024, detail: perConnection == null ? 'not measured' : `${(perConnection / 1024).toFixed(1)} KB` })
+  }
+  return checks
+}

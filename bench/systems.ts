@@ -1,0 +1,64 @@
+import type { ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { freePort, spawnTracked, stopChild, waitForHttp } from './processes.js'
+import type { SystemName } from './ipc.js'
+
+/** The compiled tree (dist/): this file is dist/bench/systems.js. */
+const DIST = fileURLToPath(new URL('..', import.meta.url))
+
+export const SYSTEM_LABEL: Record<SystemName, string> = { atlas: 'Atlas Realtime', socketio: 'Socket.IO + redis-adapter' }
+
+export interface RunningSystem {
+  ports: number[]
+  pids: number[]
+  stop (): Promise<void>
+}
+
+export interface StartOptions {
+  databasePath: string
+  redisUrl: string
+  jwtSecret: string
+  processes: number
+  /** Extra node flags for the servers (e.g. --cpu-prof). */
+  nodeFlags?: string[]
+  /** Socket.IO only: turn on connection-state recovery. */
+  recovery?: boolean
+}
+
+/**
+ * Starts a system as `processes` server processes on one SQLite file and one Redis. They start
+ * one after the other: the first creates the schema, the next find it ready.
+ */
+export async function startSystem (system: SystemName, options: StartOptions): Promise<RunningSystem> {
+  const script = system === 'atlas' ? `${DIST}examples/server.js` : `${DIST}bench/socketio-server.js`
+  const children: ChildProcess[] = []
+  const ports: number[] = []
+  const stop = async (): Promise<void> => { await Promise.all(children.map(async (c) => { await stopChild(c) })) }
+  try {
+    for (let i = 0; i < options.processes; i++) {
+      const port = await freePort()
+      const child = spawnTracked(process.execPath, [...(options.nodeFlags ?? []), script], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env: {
+          ...process.env,
+          PORT: String(port),
+          HOST: '127.0.0.1',
+          DATABASE_PATH: options.databasePath,
+          REDIS_URL: options.redisUrl,
+          JWT_SECRET: options.jwtSecret,
+          LOG: 'off',
+          SIO_RECOVERY: options.recovery === true ? '1' : '0'
+        }
+      })
+      // A server's dying words are worth showing; a healthy one says nothing on stderr.
+      child.stderr?.on('data', (chunk: Buffer) => { process.stderr.write(`[${system} ${port}] ${chunk.toString()}`) })
+      children.push(child)
+      ports.push(port)
+      await waitForHttp(port, '/health', child)
+    }
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  return { ports, pids: children.map((c) => c.pid ?? 0), stop }
+}
