@@ -41,7 +41,10 @@ const CONTENT_TYPES: Record<string, string> = {
 
 /** The example Atlas API: the suite plus a page that shows a team's board live. */
 export async function buildExampleApp (config: ExampleConfig): Promise<FastifyInstance> {
-  const app = Fastify({ logger: config.logger ?? false })
+  const app = Fastify({
+    // Browsers send the token in the upgrade's query string; it must not end up in the logs.
+    logger: config.logger === true ? { serializers: { req: (request) => ({ method: request.method, url: redactAccessToken(request.url) }) } } : false
+  })
   await app.register(atlasRealtime, {
     ...config.realtime,
     authenticate: jwtAuthenticator(config.jwtSecret),
@@ -100,4 +103,9 @@ function findPublicDir (): string {
     if (existsSync(`${dir}/index.html`)) return dir
   }
   throw new Error('example: cannot find examples/public')
+}
+
+/** The request URL with the value of `access_token` replaced, for logging. */
+export function redactAccessToken (url: string): string {
+  return url.replace(/([?&]access_token=)[^&]*/g, '$1[redacted]')
 }

@@ -14,9 +14,9 @@ export function jwtAuthenticator (secret: string): (request: FastifyRequest) => 
     if (token === undefined) return null
     try {
       const { payload } = await jwtVerify(token, key, { algorithms: ['HS256'] })
-      const { sub, teams } = payload
+      const { sub, teams, exp } = payload
       if (typeof sub !== 'string' || !Array.isArray(teams) || !teams.every((t) => typeof t === 'string')) return null
-      return { userId: sub, teams }
+      return { userId: sub, teams, expiresAt: exp === undefined ? undefined : exp * 1000 }
     } catch {
       return null
     }

@@ -5,17 +5,7 @@ import { TEAM_ID_PATTERN, TeamId } from './schemas.js'
 /** Version of the wire protocol described in docs/protocol.md. */
 export const PROTOCOL_VERSION = 1
 
-/** WebSocket close codes the server uses (docs/protocol.md, "Close codes"). */
-export const CloseCode = {
-  /** The server is shutting down or restarting: reconnect (elsewhere) and resume. */
-  GOING_AWAY: 1001,
-  /** Too many invalid frames. */
-  POLICY_VIOLATION: 1008,
-  /** A frame larger than the server's limit (sent by the ws library itself). */
-  MESSAGE_TOO_BIG: 1009,
-  /** The client did not read fast enough; its backlog passed the server's limit. Reconnect and resume. */
-  SLOW_CONSUMER: 4008
-} as const
+export { CloseCode } from './client/protocol.js'
 
 /** Codes of `error` frames. */
 export const ErrorCode = {

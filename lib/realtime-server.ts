@@ -20,7 +20,12 @@ export class RealtimeServer {
     this.#hub = hub
     this.#options = options
     this.#heartbeat = setInterval(() => {
-      for (const connection of this.#connections) connection.ping()
+      const now = Date.now()
+      for (const connection of this.#connections) {
+        const { expiresAt } = connection.principal
+        if (expiresAt !== undefined && expiresAt <= now) connection.close(CloseCode.CREDENTIALS_EXPIRED, 'credentials expired')
+        else connection.ping()
+      }
     }, options.heartbeatMs)
     this.#heartbeat.unref()
   }

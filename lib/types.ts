@@ -61,6 +61,11 @@ export type TaskEventType = TaskEvent['type']
 export interface Principal {
   userId: string
   teams: readonly string[]
+  /**
+   * When the credentials stop being valid (epoch ms). A socket outliving it is closed with
+   * 4001 at the next heartbeat round, so the client reconnects with fresh credentials.
+   */
+  expiresAt?: number
 }
 
 /** An event as it leaves the log: its position and its wire bytes, serialised once. */

@@ -204,3 +204,27 @@ t.test('reconnect catch-up: after Redis returns, a stream catches up from the lo
   t.same(seqsOf(client.events, 'red'), [1, 2, 3, 4], 'caught up from the log, once each, in order')
   t.same(client.events.slice(1).map((e) => (e as { task?: { title: string } }).task?.title), ['while down 1', 'while down 2', 'while down 3'])
 })
+
+t.test('a client that connects while Redis is down gets local events at once and the rest when Redis is back', async (t) => {
+  const redis = await startRedis(t)
+  const databasePath = `${t.testdir()}/atlas.db`
+  const a = await startInstance(t, { databasePath, redisUrl: redis.url, realtime: { hub: { relayIntervalMs: 0 } } })
+  const b = await startInstance(t, { databasePath, redisUrl: redis.url, realtime: { hub: { relayIntervalMs: 0 } } })
+  const alice = await tokenFor('alice', ['red'])
+  t.equal((await api(a.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'before' } })).status, 201)
+
+  await redis.kill()
+  // Nobody on A was subscribed to red: its subscription has to be made while Redis is down.
+  const late = await connectClient(t, a, alice, { since: { red: 0 } })
+  t.same(seqsOf(late.events, 'red'), [1], 'the resume was served from the log')
+  t.equal((await api(a.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'local while down' } })).status, 201)
+  await late.waitFor('the local event while Redis is down', () => late.lastSeq('red') >= 2)
+  t.equal((await api(b.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'elsewhere while down' } })).status, 201)
+
+  await redis.restart()
+  await late.waitFor('the other instance\'s event, after Redis is back', () => late.lastSeq('red') >= 3, 15_000)
+  t.equal((await api(b.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'after' } })).status, 201)
+  await late.waitFor('seq 4 through Redis', () => late.lastSeq('red') >= 4)
+  await pingPong(late)
+  t.same(seqsOf(late.events, 'red'), [1, 2, 3, 4])
+})

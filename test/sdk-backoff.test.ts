@@ -1,6 +1,5 @@
 import t from 'tap'
 import { AtlasClient, Backoff, CloseCode, backoffDelay, type DisconnectInfo, type ReconnectInfo } from '../lib/client/index.js'
-import { CloseCode as ServerCloseCode } from '../lib/protocol.js'
 import { startInstance, tokenFor } from './helpers/app.js'
 import { nextEvent } from './helpers/sdk.js'
 
@@ -33,11 +32,6 @@ t.test('Backoff counts attempts, is bounded by maxAttempts and resets', async (t
   backoff.reset()
   t.equal(backoff.attempt, 0)
   t.equal(backoff.next(), 5, 'starts from the bottom again after a reset')
-})
-
-t.test('the client\'s close codes are the server\'s', async (t) => {
-  t.equal(CloseCode.GOING_AWAY, ServerCloseCode.GOING_AWAY)
-  t.equal(CloseCode.SLOW_CONSUMER, ServerCloseCode.SLOW_CONSUMER)
 })
 
 t.test('a client that loses its server reconnects with growing, jittered, capped delays, then gives up', async (t) => {

@@ -1,18 +1,24 @@
 // The wire protocol as the client sees it. Types come from the server's modules (type-only
-// imports, erased at compile time, so nothing of the server is loaded in a browser); the few
-// runtime constants are repeated here for the same reason, and a test checks they agree.
+// imports, erased at compile time, so nothing of the server is loaded in a browser). The close
+// codes are defined here, where the browser can load them, and the server imports them from here.
 import type { ResyncReason } from '../protocol.js'
 import type { Task, TaskEvent } from '../types.js'
 
 export type { ResyncReason, Task, TaskEvent }
 export type { TaskCreatedEvent, TaskDeletedEvent, TaskField, TaskInput, TaskPatch, TaskStatus, TaskUpdatedEvent } from '../types.js'
 
-/** Close codes the client reacts to (see docs/protocol.md). */
+/** WebSocket close codes of the protocol (docs/protocol.md, "Close codes"). */
 export const CloseCode = {
   NORMAL: 1000,
-  /** The server is going away (restart, deploy): reconnect and resume. */
+  /** The server is shutting down or restarting: reconnect (elsewhere) and resume. */
   GOING_AWAY: 1001,
-  /** The client read too slowly and was cut off: reconnect and resume. */
+  /** The credentials the socket was opened with expired: reconnect with a fresh token. */
+  CREDENTIALS_EXPIRED: 4001,
+  /** Too many invalid frames. */
+  POLICY_VIOLATION: 1008,
+  /** A frame larger than the server's limit (sent by the ws library itself). */
+  MESSAGE_TOO_BIG: 1009,
+  /** The client did not read fast enough; its backlog passed the server's limit. Reconnect and resume. */
   SLOW_CONSUMER: 4008,
   /** Not sent by the server: the client closed a socket it found dead (no pong in time). */
   HEARTBEAT_TIMEOUT: 4000

@@ -35,8 +35,8 @@ export async function listenInstance (t: { teardown (fn: () => unknown): void },
   return { app, baseUrl: `http://127.0.0.1:${address.port}`, wsUrl: `ws://127.0.0.1:${address.port}/realtime`, close }
 }
 
-export async function tokenFor (userId: string, teams: string[]): Promise<string> {
-  return await signToken(TEST_SECRET, userId, teams)
+export async function tokenFor (userId: string, teams: string[], expiresIn?: string): Promise<string> {
+  return await signToken(TEST_SECRET, userId, teams, expiresIn)
 }
 
 export interface ApiResponse<T = any> { status: number, headers: Headers, body: T }
