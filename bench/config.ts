@@ -47,7 +47,9 @@ export interface BenchOptions {
   systems: SystemName[]
   quick: boolean
   sizes: Record<ScenarioName, ScenarioSize>
-  /** Write CPU profiles of the Atlas servers (node --cpu-prof) under bench/results/profiles. */
+  /** Server processes per system (the issue's setup: 2). */
+  processes: number
+  /** Write CPU profiles of the servers (node --cpu-prof) under bench/results/profiles/<system>. */
   profile: boolean
 }
 
@@ -59,7 +61,8 @@ export const USAGE = `Usage: npm run bench -- [options]
   --systems <list>    atlas,socketio (default both)
   --clients <n>  --teams <n>  --rate <n>  --mutations <n>   override the scenario's sizes
   --step-seconds <n>  --start-rate <n>  --step-rate <n>     saturation steps
-  --profile           write CPU profiles of the Atlas servers to bench/results/profiles
+  --processes <n>     server processes per system (default 2, sharing SQLite and Redis)
+  --profile           write CPU profiles of the servers to bench/results/profiles/<system>/
   --help`
 
 /** Reads the command line; throws with a usage message on anything it does not know. */
@@ -81,6 +84,7 @@ export function parseOptions (argv: readonly string[]): BenchOptions | 'help' {
       'start-rate': { type: 'string' },
       'step-rate': { type: 'string' },
       profile: { type: 'boolean' },
+      processes: { type: 'string' },
       help: { type: 'boolean' }
     }
   })
@@ -104,7 +108,7 @@ export function parseOptions (argv: readonly string[]): BenchOptions | 'help' {
     if (s.teams > s.clients) throw new Error(`--teams (${s.teams}) cannot exceed --clients (${s.clients})`)
     sizes[name] = s
   }
-  return { scenarios, systems, quick, sizes, profile: values.profile === true }
+  return { scenarios, systems, quick, sizes, processes: positive('processes', values.processes) ?? 2, profile: values.profile === true }
 }
 
 function checkScenario (name: string): ScenarioName {

@@ -39,7 +39,10 @@ export interface WindowResult {
   /** Sends achieved per second over the sending time. */
   achievedRate: number
   expected: number
+  /** Distinct deliveries, including late ones. */
   delivered: number
+  /** Deliveries that arrived after the drain time (still counted in `delivered`, not lost). */
+  late: number
   duplicated: number
   outOfOrder: number
   /** Events of a team the client is not in. */
@@ -47,6 +50,8 @@ export interface WindowResult {
   /** Frames whose mutation could not be identified. */
   unknown: number
   latency: HistogramJSON
+  /** HTTP request to response of the window's mutations. */
+  httpLatency: HistogramJSON
   /** ms from the first send to the last delivery. */
   durationMs: number
   /** ms from the window's start until every expected delivery had arrived (null: never). */

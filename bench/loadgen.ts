@@ -17,6 +17,9 @@ function send (message: LoadMessage): void {
   process.send?.(message)
 }
 
+/** How long deliveries still missing after the drain time are waited for before they count as lost. */
+const LATE_MS = 30_000
+
 const pendingAcks = new Map<string, () => void>()
 
 /** Asks the orchestrator to sample at this point and waits until it has. */
@@ -85,14 +88,23 @@ class LoadGenerator {
     this.connected = 0
   }
 
-  /** One measured window: sample, send `count` at `rate`, wait for the deliveries, sample. */
+  /**
+   * One measured window: sample, send `count` at `rate`, wait for the deliveries, sample. What
+   * has not arrived within the drain time is given up to LATE_MS more, so a late delivery is
+   * told apart from a lost one.
+   */
   async window (name: string, count: number, rate: number): Promise<WindowResult> {
     await mark(`${name}:start`)
     this.tracker.openWindow(name, rate)
     const seconds = await this.mutator.atRate(count, rate)
     this.tracker.doneSending()
-    await this.tracker.waitComplete(this.plan.drainMs)
-    const result = this.tracker.result(seconds)
+    const inTime = await this.tracker.waitComplete(this.plan.drainMs)
+    const deliveredInTime = this.tracker.currentDelivered
+    if (!inTime) {
+      this.phase = `${this.phase} (waiting for late deliveries)`
+      await this.tracker.waitComplete(LATE_MS)
+    }
+    const result = { ...this.tracker.result(seconds), late: this.tracker.currentDelivered - deliveredInTime }
     await mark(`${name}:end`)
     return result
   }
@@ -149,8 +161,8 @@ async function saturate (gen: LoadGenerator, windows: WindowResult[]): Promise<{
     const p99 = Histogram.fromJSON(w.latency).percentile(99) / 1000
     const why = p99 > p99LimitMs
       ? `p99 ${p99.toFixed(1)} ms > ${p99LimitMs} ms at ${rate}/s`
-      : w.delivered < w.expected
-        ? `deliveries fell behind at ${rate}/s (${w.expected - w.delivered} missing after the drain time)`
+      : w.late > 0 || w.delivered < w.expected
+        ? `deliveries fell behind at ${rate}/s (${w.expected - w.delivered + w.late} not in within ${gen.plan.drainMs} ms after the last send)`
         : w.achievedRate < rate * 0.95 || w.httpErrors > 0
           ? `HTTP fell behind at ${rate}/s (achieved ${w.achievedRate.toFixed(0)}/s, ${w.httpErrors} errors)`
           : undefined
@@ -199,7 +211,7 @@ async function storm (gen: LoadGenerator, windows: WindowResult[]): Promise<{ re
   const wholeAfterMs = whole ? gen.tracker.completedAt - start : null
   const window = gen.tracker.result(0)
   // Measured from the reconnect: the sends happened while everyone was away.
-  const result = { ...window, completeAfterMs: wholeAfterMs, durationMs: wholeAfterMs ?? Math.max(0, gen.tracker.lastDeliveryAt - start) }
+  const result = { ...window, late: 0, completeAfterMs: wholeAfterMs, durationMs: wholeAfterMs ?? Math.max(0, gen.tracker.lastDeliveryAt - start) }
   await mark('storm:end')
   windows.push(result)
   const recovered = gen.clients.filter((c) => c.recovered).length

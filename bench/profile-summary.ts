@@ -1,9 +1,10 @@
 /**
  * Summarises V8 CPU profiles (`node --cpu-prof`, written by `npm run bench -- --profile`):
  * where the time went, by function (self and inclusive) and by package, over all the given
- * files together. Usage: node dist/bench/profile-summary.js <file.cpuprofile>... [--top N]
+ * files together. Usage: node dist/bench/profile-summary.js [file.cpuprofile | directory]... [--top N]
+ * (default: bench/results/profiles/atlas).
  */
-import { readFileSync, readdirSync } from 'node:fs'
+import { readFileSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { RESULTS_DIR } from './report.js'
 
@@ -83,11 +84,10 @@ function main (): void {
   const args = process.argv.slice(2)
   const topAt = args.indexOf('--top')
   const top = topAt >= 0 ? Number(args.splice(topAt, 2)[1]) : 30
-  let files = args
-  if (files.length === 0) {
-    const dir = `${RESULTS_DIR}profiles`
-    files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(dir, f))
-  }
+  const paths = args.length === 0 ? [`${RESULTS_DIR}profiles/atlas`] : args
+  const files = paths.flatMap((p) => statSync(p).isDirectory()
+    ? readdirSync(p).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(p, f))
+    : [p])
   const totals: Totals = { self: new Map(), inclusive: new Map(), areas: new Map(), totalMicros: 0 }
   for (const file of files) accumulate(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, totals)
   const busy = totals.totalMicros - (totals.self.get('(idle)') ?? 0)

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, totalmem } from 'node:os'
 import { fileURLToPath } from 'node:url'
@@ -19,8 +20,8 @@ export function formatRun (record: RunRecord, f: Figures): string {
   ]
   if (record.scenario !== 'idle') {
     lines.push(
-      `    delivered ${int(f.delivered)}/${int(f.expected)}  lost ${int(f.lost)}  duplicated ${int(f.duplicated)}  out of order ${int(f.outOfOrder)}  foreign ${f.foreign}  resyncs ${f.resyncs}`,
-      `    latency ms p50 ${ms(f.latencyMs?.p50)}  p95 ${ms(f.latencyMs?.p95)}  p99 ${ms(f.latencyMs?.p99)}  max ${ms(f.latencyMs?.max)}   ${int(f.deliveredPerSec)} deliveries/s`,
+      `    delivered ${int(f.delivered)}/${int(f.expected)}  lost ${int(f.lost)}  late ${int(f.late)}  duplicated ${int(f.duplicated)}  out of order ${int(f.outOfOrder)}  foreign ${f.foreign}  resyncs ${f.resyncs}`,
+      `    latency ms p50 ${ms(f.latencyMs?.p50)}  p95 ${ms(f.latencyMs?.p95)}  p99 ${ms(f.latencyMs?.p99)}  max ${ms(f.latencyMs?.max)}   ${int(f.deliveredPerSec)} deliveries/s   (HTTP p50 ${ms(f.httpLatencyMs?.p50)} p99 ${ms(f.httpLatencyMs?.p99)})`,
       `    server CPU ${f.serverCpuMicrosPerDelivery == null ? '—' : f.serverCpuMicrosPerDelivery.toFixed(1)} µs/delivery  (servers ${f.cpuPercent.servers.toFixed(0)}%, redis ${f.cpuPercent.redis.toFixed(0)}%, load generator ${f.cpuPercent.loadgen.toFixed(0)}% of a core)`
     )
   }
@@ -46,11 +47,13 @@ export function formatSummary (scenario: ScenarioName, figures: Partial<Record<S
     rows.push(
       ['delivered/expected', (f) => `${int(f.delivered)}/${int(f.expected)}`],
       ['lost / dup / out of order', (f) => `${f.lost} / ${f.duplicated} / ${f.outOfOrder}`],
+      ['late (after drain time)', (f) => int(f.late)],
       ['latency p50 ms', (f) => ms(f.latencyMs?.p50)],
       ['latency p95 ms', (f) => ms(f.latencyMs?.p95)],
       ['latency p99 ms', (f) => ms(f.latencyMs?.p99)],
       ['latency max ms', (f) => ms(f.latencyMs?.max)],
       ['deliveries/s', (f) => int(f.deliveredPerSec)],
+      ['HTTP mutation p50 / p99 ms', (f) => `${ms(f.httpLatencyMs?.p50)} / ${ms(f.httpLatencyMs?.p99)}`],
       ['server CPU µs/delivery', (f) => (f.serverCpuMicrosPerDelivery == null ? '—' : f.serverCpuMicrosPerDelivery.toFixed(1))],
       ['load generator CPU %', (f) => f.cpuPercent.loadgen.toFixed(0)]
     )
@@ -73,17 +76,42 @@ export function formatSummary (scenario: ScenarioName, figures: Partial<Record<S
     const value = key === undefined || r === null ? null : r[key]
     out.push(`${label.padEnd(width)}${(a === undefined ? '' : show(a)).padStart(16)}${(s === undefined ? '' : show(s)).padStart(16)}${(value == null ? '' : `${value.toFixed(2)}×`).padStart(10)}`)
   }
+  if (scenario === 'saturation') out.push(...stepTable(a, s))
   const targets = a === undefined ? [] : checkTargets(scenario, a, s)
   for (const t of targets) out.push(`  target ${t.met === null ? '[n/a]' : t.met ? '[met]' : '[MISSED]'} ${t.target}: ${t.detail}`)
   return { text: out.join('\n'), ratios: r, targets }
+}
+
+/**
+ * Saturation compared rate by rate: the merged rows above cover each system's own held steps,
+ * which differ, so the like-for-like comparison is per step.
+ */
+function stepTable (a: Figures | undefined, s: Figures | undefined): string[] {
+  const rates = [...new Set([...(a?.steps ?? []), ...(s?.steps ?? [])].map((x) => x.rate))].sort((x, y) => x - y)
+  const cell = (f: Figures | undefined, rate: number): string => {
+    const step = f?.steps?.find((x) => x.rate === rate)
+    if (step === undefined) return ''.padStart(26)
+    const cpu = step.cpuMicrosPerDelivery == null ? '—' : step.cpuMicrosPerDelivery.toFixed(1)
+    return `${ms(step.p99Ms).padStart(8)} ms ${cpu.padStart(6)} µs/d${step.delivered < step.expected ? ' !' : '  '}`
+  }
+  const lines = [`  per step:  rate   ${'Atlas p99, CPU/delivery'.padStart(26)}   ${'Socket.IO p99, CPU/delivery'.padStart(26)}`]
+  for (const rate of rates) lines.push(`  ${String(rate).padStart(14)}/s ${cell(a, rate)}   ${cell(s, rate)}`)
+  return lines
 }
 
 /** Writes the invocation's results as one JSON file; returns its path. */
 export function writeResults (startedAt: Date, content: object): string {
   mkdirSync(RESULTS_DIR, { recursive: true })
   const path = `${RESULTS_DIR}${startedAt.toISOString().replace(/[:.]/g, '-')}.json`
-  writeFileSync(path, JSON.stringify({ startedAt: startedAt.toISOString(), machine: machine(), ...content }, null, 2))
+  writeFileSync(path, JSON.stringify({ startedAt: startedAt.toISOString(), machine: machine(), source: source(), ...content }, null, 2))
   return path
+}
+
+/** Which code was measured: the commit and the files changed on top of it. */
+function source (): object {
+  const cwd = fileURLToPath(new URL('../../', import.meta.url))
+  const git = (...args: string[]): string => spawnSync('git', args, { cwd, encoding: 'utf8' }).stdout?.trim() ?? ''
+  return { commit: git('rev-parse', 'HEAD'), changed: git('status', '--porcelain').split('\n').filter((l) => l !== '') }
 }
 
 function machine (): object {

@@ -21,7 +21,6 @@ import { figuresOf, type Figures, type MarkSample, type RunRecord } from './stat
 import { startSystem, SYSTEM_LABEL, type RunningSystem } from './systems.js'
 
 const LOADGEN = fileURLToPath(new URL('./loadgen.js', import.meta.url))
-const SERVER_PROCESSES = 2
 /** No single run may take longer than this, whatever goes wrong. */
 const RUN_TIMEOUT_MS = 20 * 60_000
 
@@ -141,8 +140,8 @@ function mergeShards (results: LoadResult[]): LoadResult {
 async function runOnce (scenario: ScenarioName, system: SystemName, round: number, ctx: Context): Promise<RunRecord> {
   const size = ctx.options.sizes[scenario]
   const databasePath = join(ctx.workDir, `${system}-${scenario}-${round}.db`)
-  const nodeFlags = ctx.options.profile && system === 'atlas' ? ['--cpu-prof', `--cpu-prof-dir=${RESULTS_DIR}profiles`] : []
-  const running = await startSystem(system, { databasePath, redisUrl: ctx.redis.url, jwtSecret: ctx.jwtSecret, processes: SERVER_PROCESSES, nodeFlags, recovery: scenario === 'storm' })
+  const nodeFlags = ctx.options.profile ? ['--cpu-prof', `--cpu-prof-dir=${RESULTS_DIR}profiles/${system}`] : []
+  const running = await startSystem(system, { databasePath, redisUrl: ctx.redis.url, jwtSecret: ctx.jwtSecret, processes: ctx.options.processes, nodeFlags, recovery: scenario === 'storm' })
   try {
     // Start-up work (JIT, migrations, Redis connections) settles before the baseline is taken.
     await sleep(1000)
@@ -157,8 +156,8 @@ async function runOnce (scenario: ScenarioName, system: SystemName, round: numbe
   }
 }
 
-function describe (scenario: ScenarioName, size: ScenarioSize): string {
-  const base = `${size.clients.toLocaleString('en-US')} clients, ${size.teams} teams (${Math.round(size.clients / size.teams)} per team), ${SERVER_PROCESSES} server processes per system`
+function describe (scenario: ScenarioName, size: ScenarioSize, processes: number): string {
+  const base = `${size.clients.toLocaleString('en-US')} clients, ${size.teams} teams (${Math.round(size.clients / size.teams)} per team), ${processes} server process(es) per system`
   switch (scenario) {
     case 'seed':
     case 'wide': return `${base}, ${size.mutations} mutations at ${size.rate}/s`
@@ -197,7 +196,7 @@ async function main (): Promise<number> {
     console.log(`Atlas Realtime bench${options.quick ? ' (quick sizes)' : ''}: ${options.scenarios.join(', ')}; systems ${options.systems.map((s) => SYSTEM_LABEL[s]).join(' vs ')}; redis-server at ${redis.url}`)
     for (const scenario of options.scenarios) {
       const size = options.sizes[scenario]
-      console.log(`\n== ${scenario}: ${describe(scenario, size)}; ${size.rounds} round(s), alternating ==`)
+      console.log(`\n== ${scenario}: ${describe(scenario, size, options.processes)}; ${size.rounds} round(s), alternating ==`)
       const bySystem: Partial<Record<SystemName, RunRecord[]>> = {}
       for (let round = 1; round <= size.rounds; round++) {
         for (const system of options.systems) {

@@ -3,7 +3,8 @@
  * Fastify (the same HTTP stack as Atlas) takes `POST /teams/:teamId/tasks`, writes the task to
  * SQLite (better-sqlite3, WAL, the file shared by every process of the peer), then emits it to
  * the team's Socket.IO room; @socket.io/redis-adapter carries the emit to the other processes.
- * Clients authenticate with the same HS256 JWT (claims `sub`, `teams`) in the handshake.
+ * Clients authenticate with the same HS256 JWT (claims `sub`, `teams`) in the handshake,
+ * verified by the example app's own authenticator.
  *
  * Env: PORT, DATABASE_PATH, REDIS_URL, JWT_SECRET; SIO_RECOVERY=1 turns on Socket.IO's
  * connection-state recovery (used by the reconnect-storm scenario to show what it delivers).
@@ -12,16 +13,17 @@ import { randomUUID } from 'node:crypto'
 import Database from 'better-sqlite3'
 import Fastify, { type FastifyRequest } from 'fastify'
 import { Redis } from 'ioredis'
-import { jwtVerify } from 'jose'
 import { Server, type Socket } from 'socket.io'
 import { createAdapter } from '@socket.io/redis-adapter'
+import { jwtAuthenticator } from '../examples/jwt-auth.js'
+import type { Principal } from '../lib/types.js'
 
-interface Principal { userId: string, teams: string[] }
 
 const port = Number(process.env.PORT ?? 3100)
 const databasePath = process.env.DATABASE_PATH ?? 'socketio-bench.db'
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
-const key = new TextEncoder().encode(process.env.JWT_SECRET ?? 'bench-secret')
+// The example app's own authenticator: both systems pay exactly the same for verifying a JWT.
+const verify = jwtAuthenticator(process.env.JWT_SECRET ?? 'bench-secret')
 const TEAM = /^[A-Za-z0-9_-]{1,64}$/
 
 const db = new Database(databasePath, { timeout: 5000 })
@@ -46,15 +48,10 @@ const insert = db.prepare(`INSERT INTO tasks (id, team_id, title, description, s
 // IMMEDIATE like Atlas's repository: two processes writing one file never deadlock on lock upgrade.
 const createTask = db.transaction((row: Record<string, unknown>) => insert.run(row)).immediate
 
+/** Verifies a bearer token given outside an HTTP request (the Socket.IO handshake). */
 async function authenticate (token: unknown): Promise<Principal | null> {
   if (typeof token !== 'string') return null
-  try {
-    const { payload } = await jwtVerify(token, key, { algorithms: ['HS256'] })
-    if (typeof payload.sub !== 'string' || !Array.isArray(payload.teams)) return null
-    return { userId: payload.sub, teams: payload.teams.filter((t): t is string => typeof t === 'string') }
-  } catch {
-    return null
-  }
+  return await verify({ headers: { authorization: `Bearer ${token}` }, query: {}, ws: false } as unknown as FastifyRequest)
 }
 
 const app = Fastify({ logger: false })
@@ -105,8 +102,7 @@ app.post('/teams/:teamId/tasks', {
     }
   },
   onRequest: async (request: FastifyRequest, reply) => {
-    const header = request.headers.authorization
-    request.principal = await authenticate(header?.startsWith('Bearer ') === true ? header.slice(7) : undefined)
+    request.principal = await verify(request)
     if (request.principal === null) return await reply.code(401).send({ error: 'unauthorized' })
     const { teamId } = request.params as { teamId: string }
     if (!request.principal.teams.includes(teamId)) return await reply.code(403).send({ error: 'forbidden' })

@@ -27,12 +27,16 @@ export interface Figures {
   expected: number
   delivered: number
   lost: number
+  /** Arrived, but only after the drain time. */
+  late: number
   duplicated: number
   outOfOrder: number
   foreign: number
   resyncs: number
   /** Null when nothing was delivered. */
   latencyMs: { p50: number, p95: number, p99: number, max: number } | null
+  /** HTTP mutation request to response (the commit path), for diagnosis. */
+  httpLatencyMs: { p50: number, p99: number } | null
   deliveredPerSec: number
   /** Server processes' CPU (user + system) over the measured windows per delivered message. */
   serverCpuMicrosPerDelivery: number | null
@@ -75,7 +79,8 @@ function windowWallMicros (record: RunRecord, w: WindowResult): number {
 /** Figures of several rounds of one system in one scenario (one round: that run's figures). */
 export function figuresOf (records: readonly RunRecord[]): Figures {
   const latency = new Histogram()
-  let expected = 0; let delivered = 0; let duplicated = 0; let outOfOrder = 0; let foreign = 0; let resyncs = 0
+  const httpLatency = new Histogram()
+  let expected = 0; let delivered = 0; let late = 0; let duplicated = 0; let outOfOrder = 0; let foreign = 0; let resyncs = 0
   let serverCpu = 0; let redisCpu = 0; let loadgenCpu = 0; let wall = 0; let activeSeconds = 0
   let connected = 0; let connectFailures = 0
   const rssPerConnection: number[] = []
@@ -86,8 +91,10 @@ export function figuresOf (records: readonly RunRecord[]): Figures {
     resyncs += record.load.resyncs
     for (const w of measuredWindows(record)) {
       latency.merge(Histogram.fromJSON(w.latency))
+      httpLatency.merge(Histogram.fromJSON(w.httpLatency))
       expected += w.expected
       delivered += w.delivered
+      late += w.late
       duplicated += w.duplicated
       outOfOrder += w.outOfOrder
       foreign = Math.max(foreign, w.foreign)
@@ -111,6 +118,7 @@ export function figuresOf (records: readonly RunRecord[]): Figures {
     expected,
     delivered,
     lost: Math.max(0, expected - delivered),
+    late,
     duplicated,
     outOfOrder,
     foreign,
@@ -121,6 +129,7 @@ export function figuresOf (records: readonly RunRecord[]): Figures {
       p99: latency.percentile(99) / 1000,
       max: latency.max / 1000
     },
+    httpLatencyMs: httpLatency.count === 0 ? null : { p50: httpLatency.percentile(50) / 1000, p99: httpLatency.percentile(99) / 1000 },
     deliveredPerSec: activeSeconds > 0 ? delivered / activeSeconds : 0,
     serverCpuMicrosPerDelivery: delivered > 0 && serverCpu > 0 ? serverCpu / delivered : null,
     cpuPercent: { servers: percent(serverCpu), redis: percent(redisCpu), loadgen: percent(loadgenCpu) },

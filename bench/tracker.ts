@@ -13,6 +13,8 @@ export class ClientState {
 
 class Window {
   readonly latency = new Histogram()
+  /** HTTP request to response, to tell the commit path's latency from the fan-out's. */
+  readonly httpLatency = new Histogram()
   sent = 0
   httpOk = 0
   httpErrors = 0
@@ -90,6 +92,7 @@ export class DeliveryTracker {
   responded (i: number, ok: boolean): void {
     this.#inflight--
     const w = this.#windows[this.#window[i]]
+    w.httpLatency.record((performance.now() - this.#sentAt[i]) * 1000)
     if (ok) {
       w.httpOk++
       w.expected += this.clientsPerTeam[this.#team[i]]
@@ -135,6 +138,8 @@ export class DeliveryTracker {
     return w.completeAt > 0
   }
 
+  get currentDelivered (): number { return this.#current.delivered }
+
   /** When the current window's last delivery arrived (performance.now() time), 0 before any. */
   get lastDeliveryAt (): number { return this.#current.lastDeliveryAt }
 
@@ -152,7 +157,7 @@ export class DeliveryTracker {
   }
 
   /** The current window's figures; `sendSeconds` is how long sending took. */
-  result (sendSeconds: number): WindowResult {
+  result (sendSeconds: number): Omit<WindowResult, 'late'> {
     const w = this.#current
     const end = Math.max(w.lastDeliveryAt, w.lastSendAt)
     return {
@@ -169,6 +174,7 @@ export class DeliveryTracker {
       foreign: this.foreign,
       unknown: this.unknown,
       latency: w.latency.toJSON(),
+      httpLatency: w.httpLatency.toJSON(),
       durationMs: w.sent === 0 ? 0 : end - w.firstSendAt,
       completeAfterMs: w.completeAt > 0 ? w.completeAt - w.startedAt : null,
       maxInflight: w.maxInflight

@@ -50,6 +50,11 @@ export class RedisBroker implements Broker {
 
   async subscribe (teamId: string): Promise<void> {
     this.#teams.add(teamId)
+    // Not connected: do not wait in ioredis's offline queue (that would hold the join, and with
+    // it local delivery, for the whole outage, and a queued command makes quit() hang at
+    // shutdown). The 'ready' handler subscribes every team and then reports onResubscribed,
+    // which catches the stream up from the log.
+    if (this.#subscriber.status !== 'ready') return
     await this.#subscriber.subscribe(this.#prefix + teamId)
   }
 

@@ -76,3 +76,16 @@ t.test('close: 1001 to clients, upgrades refused, a publish in flight finishes a
   await onStaying.waitFor('seq 2', () => onStaying.events.length === 2)
   t.same(seqsOf(onStaying.events, 'red'), [1, 2])
 })
+
+t.test('close while Redis is down completes, after a client subscribed during the outage', async (t) => {
+  const redis = await startRedis(t)
+  const databasePath = `${t.testdir()}/atlas.db`
+  const instance = await startInstance(t, { databasePath, redisUrl: redis.url })
+  const alice = await tokenFor('alice', ['red'])
+  await redis.kill()
+  const client = await connectClient(t, instance, alice)
+  t.equal((await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'while down' } })).status, 201)
+  await client.waitFor('the local event', () => client.events.length === 1)
+  await t.resolves(instance.close(), 'app.close() resolves although Redis is unreachable')
+  t.equal((await client.closed).code, 1001)
+})
