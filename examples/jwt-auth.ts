@@ -8,20 +8,35 @@ import type { Principal } from '../lib/types.js'
  * browsers cannot set headers on a WebSocket.
  */
 export function jwtAuthenticator (secret: string): (request: FastifyRequest) => Promise<Principal | null> {
-  const key = new TextEncoder().encode(secret)
+  // Imported once: given raw bytes, jose imports the HMAC key again on every verify.
+  const key = crypto.subtle.importKey('raw', new TextEncoder().encode(secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify'])
+  // A client sends the same token on every request until it expires: its signature is checked
+  // once, and the result reused until the token's own expiry.
+  const verified = new Map<string, Principal>()
   return async (request) => {
     const token = bearerToken(request)
     if (token === undefined) return null
+    const known = verified.get(token)
+    if (known !== undefined) {
+      if ((known.expiresAt ?? Infinity) > Date.now()) return known
+      verified.delete(token)
+    }
     try {
-      const { payload } = await jwtVerify(token, key, { algorithms: ['HS256'] })
+      const { payload } = await jwtVerify(token, await key, { algorithms: ['HS256'] })
       const { sub, teams, exp } = payload
       if (typeof sub !== 'string' || !Array.isArray(teams) || !teams.every((t) => typeof t === 'string')) return null
-      return { userId: sub, teams, expiresAt: exp === undefined ? undefined : exp * 1000 }
+      const principal: Principal = { userId: sub, teams, expiresAt: exp === undefined ? undefined : exp * 1000 }
+      if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value as string)
+      // A token without an expiry is verified every time rather than trusted forever.
+      if (principal.expiresAt !== undefined) verified.set(token, principal)
+      return principal
     } catch {
       return null
     }
   }
 }
+
+const VERIFIED_CACHE_SIZE = 10_000
 
 function bearerToken (request: FastifyRequest): string | undefined {
   const header = request.headers.authorization

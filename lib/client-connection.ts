@@ -1,6 +1,7 @@
 import type { RawData, WebSocket } from 'ws'
 import type { Hub, HubClient } from './hub.js'
 import { CloseCode, ErrorCode, PROTOCOL_VERSION, parseClientFrame, type ClientFrame, type ServerControlFrame } from './protocol.js'
+import { writeSharedFrame, type SharedFrame } from './shared-frame.js'
 import type { Principal } from './types.js'
 
 export interface ClientConnectionOptions {
@@ -54,8 +55,15 @@ export class ClientConnection implements HubClient {
     this.#subscribe(teams, since)
   }
 
-  sendEvent (frame: Buffer): void {
-    if (this.#writable()) this.#socket.send(frame, TEXT)
+  /** Runs `fn` with the socket corked, so every frame it sends leaves in one write. */
+  batch (fn: () => void): void {
+    const raw = (this.#socket as unknown as { _socket?: import('node:net').Socket })._socket
+    raw?.cork()
+    try { fn() } finally { raw?.uncork() }
+  }
+
+  sendEvent (frame: SharedFrame): void {
+    if (this.#writable()) writeSharedFrame(this.#socket, frame)
   }
 
   sendControl (frame: ServerControlFrame): void {

@@ -1,6 +1,7 @@
 import type { Broker } from './broker.js'
 import type { ResyncReason, ServerControlFrame } from './protocol.js'
 import type { RetentionPolicy, TaskRepository } from './repository.js'
+import { SharedFrame } from './shared-frame.js'
 import type { LoggedEvent } from './types.js'
 
 /** One subscriber of team streams: a WebSocket connection, in practice. */
@@ -8,9 +9,11 @@ export interface HubClient {
   readonly closed: boolean
   /** Whether the client still wants this team; false once it unsubscribed while a join was pending. */
   wants (teamId: string): boolean
-  /** Sends an event frame. The same buffer is handed to every client of the team: do not change it. */
-  sendEvent (frame: Buffer): void
+  /** Sends an event frame. The same frame is handed to every client of the team: do not change it. */
+  sendEvent (frame: SharedFrame): void
   sendControl (frame: ServerControlFrame): void
+  /** Optional: runs `fn` so that everything it sends leaves in one write. */
+  batch? (fn: () => void): void
 }
 
 export interface HubLogger {
@@ -48,6 +51,7 @@ class TeamStream {
 }
 
 const CATCH_UP_PAGE = 500
+const PUBLISHED_FLUSH_MS = 50
 const RELAY_PAGE = 1000
 const silentLogger: HubLogger = { warn () {}, error () {}, debug () {} }
 
@@ -72,8 +76,10 @@ export class Hub {
   readonly #unsubscribeCommits: () => void
   #publishedBatch: Array<{ teamId: string, seq: number }> = []
   #flushScheduled = false
-  #inflight = new Set<Promise<void>>()
+  #inflight = new Set<Promise<unknown>>()
   #relaying = false
+  /** A relay asked for while one was running: the latest `before` asked for, run when it ends. */
+  #relayAgain: number | undefined
   #closed = false
 
   constructor (options: HubOptions) {
@@ -134,18 +140,23 @@ export class Hub {
     }
     // From here to the end nothing awaits: no event can slip between replay and live delivery.
     const { head, prunedThrough } = this.#repository.history(teamId)
-    this.#catchUp(teamId, stream)
-    let resync: ResyncReason | undefined
-    let replayed = 0
-    if (since !== undefined) {
-      if (since > head) resync = 'ahead_of_log'
-      else if (since < prunedThrough) resync = 'history_pruned'
-      else if (stream.delivered - since > this.#maxReplay) resync = 'too_far_behind'
-      else replayed = this.#replay(client, teamId, since, stream.delivered)
+    if (head > stream.delivered) this.#catchUp(teamId, stream)
+    const finish = (): void => {
+      let resync: ResyncReason | undefined
+      let replayed = 0
+      if (since !== undefined) {
+        if (since > head) resync = 'ahead_of_log'
+        else if (since < prunedThrough) resync = 'history_pruned'
+        else if (stream.delivered - since > this.#maxReplay) resync = 'too_far_behind'
+        else replayed = this.#replay(client, teamId, since, stream.delivered)
+      }
+      stream.clients.add(client)
+      if (resync !== undefined) client.sendControl({ type: 'resync', teamId, seq: stream.delivered, reason: resync })
+      else client.sendControl({ type: 'subscribed', teamId, seq: stream.delivered, replayed })
     }
-    stream.clients.add(client)
-    if (resync !== undefined) client.sendControl({ type: 'resync', teamId, seq: stream.delivered, reason: resync })
-    else client.sendControl({ type: 'subscribed', teamId, seq: stream.delivered, replayed })
+    // The replay and its 'subscribed' leave in one write instead of one per event.
+    if (client.batch !== undefined) client.batch(finish)
+    else finish()
   }
 
   leave (client: HubClient, teamId: string): void {
@@ -162,6 +173,8 @@ export class Hub {
   /** Applies the retention policy now. */
   prune (): void {
     try {
+      // What is known to be published may be pruned: record it first.
+      this.#flushPublished()
       const removed = this.#repository.prune(this.#retention)
       if (removed.events > 0 || removed.mutationIds > 0) this.#log.debug(removed, 'atlas: pruned event log')
     } catch (err) {
@@ -228,7 +241,7 @@ export class Hub {
   #deliver (stream: TeamStream, event: LoggedEvent): void {
     stream.delivered = event.seq
     if (stream.clients.size === 0) return
-    const frame = Buffer.from(event.payload)
+    const frame = new SharedFrame(event.payload)
     for (const client of stream.clients) client.sendEvent(frame)
   }
 
@@ -254,7 +267,7 @@ export class Hub {
     while (last < through) {
       const page = this.#repository.eventsAfter(teamId, last, Math.min(CATCH_UP_PAGE, through - last))
       if (page.length === 0) break
-      for (const event of page) client.sendEvent(Buffer.from(event.payload))
+      for (const event of page) client.sendEvent(new SharedFrame(event.payload))
       last = page[page.length - 1].seq
     }
     return last - since
@@ -269,27 +282,38 @@ export class Hub {
     this.#relay(Date.now())
   }
 
-  #publish (event: LoggedEvent): void {
+  /** Hands an event to the broker; resolves true when the broker took it (never rejects). */
+  #publish (event: LoggedEvent): Promise<boolean> {
     try {
       this.#beforePublish?.(event)
     } catch (err) {
       // Runs after commit: a throw must not turn a committed mutation into an error for its
       // caller. The event is simply not published now and stays in the outbox.
       this.#log.warn({ err, teamId: event.teamId, seq: event.seq }, 'atlas: beforePublish threw; the event stays in the outbox')
-      return
+      return Promise.resolve(false)
     }
-    const publishing: Promise<void> = this.#broker.publish(event).then(() => {
+    const publishing: Promise<boolean> = this.#broker.publish(event).then(() => {
       this.#publishedBatch.push({ teamId: event.teamId, seq: event.seq })
       this.#scheduleFlush()
+      return true
     }, (err: unknown) => {
       this.#log.debug({ err, teamId: event.teamId, seq: event.seq }, 'atlas: publish failed; the event stays in the outbox')
+      return false
     }).finally(() => { this.#inflight.delete(publishing) })
     this.#inflight.add(publishing)
+    return publishing
   }
 
   /** Publishes unpublished events committed before `before`, oldest first per team. */
   #relay (before: number): void {
-    if (this.#relaying || this.#closed) return
+    if (this.#closed) return
+    if (this.#relaying) {
+      // E.g. a reconnect while the previous relay's publishes still hang: dropping this request
+      // would leave what was refused meanwhile in the outbox until the next trigger (never, with
+      // relayIntervalMs 0). It runs when the current relay ends.
+      this.#relayAgain = Math.max(this.#relayAgain ?? 0, before)
+      return
+    }
     let pending: LoggedEvent[]
     try {
       pending = this.#repository.unpublished(before, RELAY_PAGE)
@@ -300,21 +324,33 @@ export class Hub {
     if (pending.length === 0) return
     this.#relaying = true
     this.#log.debug({ count: pending.length }, 'atlas: relaying unpublished events')
-    for (const event of pending) this.#publish(event)
-    Promise.allSettled([...this.#inflight]).then(() => {
+    Promise.all(pending.map(async (event) => await this.#publish(event))).then((taken) => {
       this.#relaying = false
-      // A full page means more may be waiting.
-      if (pending.length === RELAY_PAGE) this.#relay(before)
+      const again = this.#relayAgain
+      this.#relayAgain = undefined
+      if (pending.length === RELAY_PAGE && taken.every(Boolean)) {
+        // A full page the broker took: more may be waiting. Mark this page first (or the next
+        // read returns it again) and read on in a later turn, letting I/O in between.
+        this.#flushPublished()
+        setImmediate(() => { this.#relay(Math.max(before, again ?? 0)) })
+      } else if (again !== undefined) {
+        this.#relay(again)
+      }
+      // A page the broker refused is not read again at once: with Redis down that would spin
+      // forever in microtasks and starve the event loop. The next interval or reconnect retries.
     }, () => {})
   }
 
   #scheduleFlush (): void {
     if (this.#flushScheduled) return
     this.#flushScheduled = true
-    setImmediate(() => {
+    // Batched over a short window: each flush is a write transaction that competes with
+    // mutations (of every process) for SQLite's one write lock. Unmarked events are only
+    // relayed once older than relayGraceMs, so the delay costs no duplicates.
+    setTimeout(() => {
       this.#flushScheduled = false
       this.#flushPublished()
-    })
+    }, PUBLISHED_FLUSH_MS).unref()
   }
 
   #flushPublished (): void {

@@ -53,8 +53,26 @@ export class TaskRepository {
   readonly #now: () => number
   readonly #listeners = new Set<CommitListener>()
 
+  /** The hot path's statements, built and compiled once (drizzle otherwise rebuilds and re-prepares each call). */
+  readonly #q
+
   constructor (db: AtlasDatabase, options: TaskRepositoryOptions = {}) {
     this.#db = db
+    const p = sql.placeholder
+    this.#q = {
+      insertTask: db.insert(tasks).values({
+        id: p('id'), teamId: p('teamId'), title: p('title'), description: p('description'), status: p('status'),
+        assignee: p('assignee'), dueDate: p('dueDate'), version: p('version'), createdAt: p('createdAt'), updatedAt: p('updatedAt'), updatedBy: p('updatedBy')
+      }).prepare(),
+      nextSeq: db.insert(teamSequences).values({ teamId: p('teamId'), seq: 1 })
+        .onConflictDoUpdate({ target: teamSequences.teamId, set: { seq: sql`${teamSequences.seq} + 1` } })
+        .returning({ seq: teamSequences.seq }).prepare(),
+      insertEvent: db.insert(events).values({ teamId: p('teamId'), seq: p('seq'), type: p('type'), taskId: p('taskId'), payload: p('payload'), createdAt: p('createdAt') }).prepare(),
+      eventsAfter: db.select({ teamId: events.teamId, seq: events.seq, payload: events.payload }).from(events)
+        .where(and(eq(events.teamId, p('teamId')), gt(events.seq, p('after')))).orderBy(asc(events.seq)).limit(p('limit')).prepare(),
+      history: db.select().from(teamSequences).where(eq(teamSequences.teamId, p('teamId'))).prepare(),
+      markPublished: db.update(events).set({ published: 1 }).where(and(eq(events.teamId, p('teamId')), eq(events.seq, p('seq')))).prepare()
+    }
     this.#now = options.now ?? Date.now
   }
 
@@ -94,7 +112,7 @@ export class TaskRepository {
         updatedAt: now,
         updatedBy: context.actor
       }
-      tx.insert(tasks).values(row).run()
+      this.#q.insertTask.run(row)
       const task = toTask(row)
       return { task, event: { type: 'task.created', task } }
     })
@@ -126,7 +144,7 @@ export class TaskRepository {
 
   /** The last seq handed out for a team (0 before its first event). */
   headSeq (teamId: string): number {
-    return this.#db.select({ seq: teamSequences.seq }).from(teamSequences).where(eq(teamSequences.teamId, teamId)).get()?.seq ?? 0
+    return this.#q.history.get({ teamId })?.seq ?? 0
   }
 
   /**
@@ -134,18 +152,13 @@ export class TaskRepository {
    * log. A client that last saw seq s can resume iff prunedThrough <= s <= head.
    */
   history (teamId: string): { head: number, prunedThrough: number } {
-    const row = this.#db.select().from(teamSequences).where(eq(teamSequences.teamId, teamId)).get()
+    const row = this.#q.history.get({ teamId })
     return { head: row?.seq ?? 0, prunedThrough: row?.prunedThrough ?? 0 }
   }
 
   /** Events of a team with seq > `afterSeq`, in order, at most `limit`. */
   eventsAfter (teamId: string, afterSeq: number, limit: number): LoggedEvent[] {
-    return this.#db.select({ teamId: events.teamId, seq: events.seq, payload: events.payload })
-      .from(events)
-      .where(and(eq(events.teamId, teamId), gt(events.seq, afterSeq)))
-      .orderBy(asc(events.seq))
-      .limit(limit)
-      .all()
+    return this.#q.eventsAfter.all({ teamId, after: afterSeq, limit })
   }
 
   /** Events that no broker has accepted yet, committed before `before` (ms), in seq order per team. */
@@ -160,10 +173,8 @@ export class TaskRepository {
 
   markPublished (published: ReadonlyArray<{ teamId: string, seq: number }>): void {
     if (published.length === 0) return
-    this.#db.transaction((tx) => {
-      for (const { teamId, seq } of published) {
-        tx.update(events).set({ published: 1 }).where(and(eq(events.teamId, teamId), eq(events.seq, seq))).run()
-      }
+    this.#db.transaction(() => {
+      for (const { teamId, seq } of published) this.#q.markPublished.run({ teamId, seq })
     }, { behavior: 'immediate' })
   }
 
@@ -245,13 +256,11 @@ export class TaskRepository {
       const { task, event: partial } = change(tx, now)
       let event: TaskEvent | null = null
       if (partial !== null) {
-        const { seq } = tx.insert(teamSequences).values({ teamId, seq: 1 })
-          .onConflictDoUpdate({ target: teamSequences.teamId, set: { seq: sql`${teamSequences.seq} + 1` } })
-          .returning({ seq: teamSequences.seq }).get()
+        const { seq } = this.#q.nextSeq.get({ teamId }) as { seq: number }
         const envelope: EventEnvelope = { teamId, seq, taskId: task.id, actor: context.actor, at: new Date(now).toISOString(), mutationId: mutationId ?? null }
         event = { ...partial, ...envelope } as TaskEvent
         const payload = serializeEvent(event)
-        tx.insert(events).values({ teamId, seq, type: event.type, taskId: task.id, payload, createdAt: now }).run()
+        this.#q.insertEvent.run({ teamId, seq, type: event.type, taskId: task.id, payload, createdAt: now })
         committed = { teamId, seq, payload }
       }
       if (mutationId !== undefined) {

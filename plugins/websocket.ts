@@ -64,6 +64,13 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
       connectQueries.set(request, query)
     }
   }, (socket, request) => {
+    // @fastify/websocket routed the upgrade through a ServerResponse assigned to the socket and
+    // never detached: request, reply, headers and token would live as long as the connection.
+    const raw = request.raw.socket as import('node:net').Socket & { _httpMessage?: import('node:http').ServerResponse | null }
+    raw._httpMessage?.detachSocket(raw)
+    // Its per-socket 'error' listener closes over request and reply for the same reason; the
+    // ClientConnection attaches its own right away.
+    socket.removeAllListeners('error')
     const principal = request.atlasPrincipal
     const query = connectQueries.get(request)
     if (principal === null || query === undefined) return socket.terminate()

@@ -152,3 +152,23 @@ t.test('a resume on a connection is served in one step with joining: a burst dur
     t.same(seqsOf(client.events, 'red'), seqRange(since + 1, last), `resumed from ${since}: every later seq once, in order`)
   }
 })
+
+t.test('a long resume (maxReplayEvents events, several MiB) is served whole, not cut off as a slow consumer', async (t) => {
+  const databasePath = `${t.testdir()}/atlas.db`
+  const instance = await startInstance(t, { databasePath, realtime: { hub: { maxReplayEvents: 10_000 } } })
+  const { app } = instance
+  const alice = await tokenFor('alice', ['red'])
+  const description = 'd'.repeat(200)
+  for (let i = 1; i <= 10_000; i++) app.taskRepository.create('red', { title: `task ${i}`, description }, { actor: 'writer' })
+  const client = new TestClient(`${instance.wsUrl}?access_token=${alice}&since=red:0`)
+  t.teardown(async () => { await client.close() })
+  await client.opened()
+  await Promise.race([
+    client.waitFor('the whole replay and its subscribed frame', () => client.frames.some((f) => f.type === 'subscribed'), 30_000),
+    client.closed.then(({ code, reason }) => { throw new Error(`closed with ${code} ${reason} after ${client.events.length} events`) })
+  ])
+  t.same(client.frames.find((f) => f.type === 'subscribed'), { type: 'subscribed', teamId: 'red', seq: 10_000, replayed: 10_000 })
+  app.taskRepository.create('red', { title: 'live' }, { actor: 'writer' })
+  await client.waitFor('the live event', () => client.lastSeq('red') === 10_001)
+  t.same(seqsOf(client.events, 'red'), seqRange(1, 10_001), 'every event once, in order')
+})
