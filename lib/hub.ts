@@ -12,7 +12,7 @@ export interface HubClient {
   /** Sends an event frame. The same frame is handed to every client of the team: do not change it. */
   sendEvent (frame: SharedFrame): void
   sendControl (frame: ServerControlFrame): void
-  /** Optional: runs `fn` so that everything it sends leaves in one write. */
+  /** Optional: runs `fn` so that everything it sends leaves in one write (a replay page). */
   batch? (fn: () => void): void
 }
 
@@ -51,6 +51,7 @@ class TeamStream {
 }
 
 const CATCH_UP_PAGE = 500
+const REPLAY_PAGE = 100
 const PUBLISHED_FLUSH_MS = 50
 const RELAY_PAGE = 1000
 const silentLogger: HubLogger = { warn () {}, error () {}, debug () {} }
@@ -141,22 +142,17 @@ export class Hub {
     // From here to the end nothing awaits: no event can slip between replay and live delivery.
     const { head, prunedThrough } = this.#repository.history(teamId)
     if (head > stream.delivered) this.#catchUp(teamId, stream)
-    const finish = (): void => {
-      let resync: ResyncReason | undefined
-      let replayed = 0
-      if (since !== undefined) {
-        if (since > head) resync = 'ahead_of_log'
-        else if (since < prunedThrough) resync = 'history_pruned'
-        else if (stream.delivered - since > this.#maxReplay) resync = 'too_far_behind'
-        else replayed = this.#replay(client, teamId, since, stream.delivered)
-      }
-      stream.clients.add(client)
-      if (resync !== undefined) client.sendControl({ type: 'resync', teamId, seq: stream.delivered, reason: resync })
-      else client.sendControl({ type: 'subscribed', teamId, seq: stream.delivered, replayed })
+    let resync: ResyncReason | undefined
+    let replayed = 0
+    if (since !== undefined) {
+      if (since > head) resync = 'ahead_of_log'
+      else if (since < prunedThrough) resync = 'history_pruned'
+      else if (stream.delivered - since > this.#maxReplay) resync = 'too_far_behind'
+      else replayed = this.#replay(client, teamId, since, stream.delivered)
     }
-    // The replay and its 'subscribed' leave in one write instead of one per event.
-    if (client.batch !== undefined) client.batch(finish)
-    else finish()
+    stream.clients.add(client)
+    if (resync !== undefined) client.sendControl({ type: 'resync', teamId, seq: stream.delivered, reason: resync })
+    else client.sendControl({ type: 'subscribed', teamId, seq: stream.delivered, replayed })
   }
 
   leave (client: HubClient, teamId: string): void {
@@ -265,9 +261,13 @@ export class Hub {
   #replay (client: HubClient, teamId: string, since: number, through: number): number {
     let last = since
     while (last < through) {
-      const page = this.#repository.eventsAfter(teamId, last, Math.min(CATCH_UP_PAGE, through - last))
+      const page = this.#repository.eventsAfter(teamId, last, Math.min(REPLAY_PAGE, through - last))
       if (page.length === 0) break
-      for (const event of page) client.sendEvent(new SharedFrame(event.payload))
+      // One write per page instead of one per event; pages stay small so that, between them,
+      // the kernel takes what it can and a long replay is not mistaken for a slow consumer.
+      const send = (): void => { for (const event of page) client.sendEvent(new SharedFrame(event.payload)) }
+      if (client.batch !== undefined) client.batch(send)
+      else send()
       last = page[page.length - 1].seq
     }
     return last - since
