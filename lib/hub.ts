@@ -52,7 +52,8 @@ class TeamStream {
 
 const CATCH_UP_PAGE = 500
 const REPLAY_PAGE = 100
-const PUBLISHED_FLUSH_MS = 50
+/** How often published marks are written (one transaction for all of them); well under relayGraceMs. */
+const PUBLISHED_FLUSH_MS = 200
 const RELAY_PAGE = 1000
 const silentLogger: HubLogger = { warn () {}, error () {}, debug () {} }
 

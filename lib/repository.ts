@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
-import { and, asc, eq, gt, inArray, lt, lte, sql } from 'drizzle-orm'
+import type { Database, Statement } from 'better-sqlite3'
+import { and, asc, eq, inArray, lt, lte, sql } from 'drizzle-orm'
 import type { AtlasDatabase } from './db/open.js'
 import { events, mutations, tasks, teamSequences, type TaskRow } from './db/schema.js'
 import { InvalidTaskError, MutationIdConflictError, PreconditionFailedError, TaskNotFoundError } from './errors.js'
@@ -53,26 +54,40 @@ export class TaskRepository {
   readonly #now: () => number
   readonly #listeners = new Set<CommitListener>()
 
-  /** The hot path's statements, built and compiled once (drizzle otherwise rebuilds and re-prepares each call). */
-  readonly #q
+  /**
+   * The hot path's statements, prepared once on the raw better-sqlite3 connection with
+   * positional parameters: drizzle's prepared queries still map every parameter and result row
+   * on each call, which showed up in the profile at seed load.
+   */
+  readonly #q: {
+    insertTask: Statement<unknown[]>
+    nextSeq: Statement<[string], number>
+    insertEvent: Statement<unknown[]>
+    eventsAfter: Statement<[string, number, number], LoggedEvent>
+    history: Statement<[string], { seq: number, prunedThrough: number }>
+    markPublished: Statement<[string, number]>
+  }
+
+  /** Runs a callback in one IMMEDIATE transaction (better-sqlite3's own, built once, synchronous). */
+  readonly #immediate: <T>(fn: () => T) => T
 
   constructor (db: AtlasDatabase, options: TaskRepositoryOptions = {}) {
     this.#db = db
-    const p = sql.placeholder
+    // drizzle() hands back its connection as $client (absent from the AtlasDatabase type).
+    const sqlite = (db as AtlasDatabase & { $client: Database }).$client
     this.#q = {
-      insertTask: db.insert(tasks).values({
-        id: p('id'), teamId: p('teamId'), title: p('title'), description: p('description'), status: p('status'),
-        assignee: p('assignee'), dueDate: p('dueDate'), version: p('version'), createdAt: p('createdAt'), updatedAt: p('updatedAt'), updatedBy: p('updatedBy')
-      }).prepare(),
-      nextSeq: db.insert(teamSequences).values({ teamId: p('teamId'), seq: 1 })
-        .onConflictDoUpdate({ target: teamSequences.teamId, set: { seq: sql`${teamSequences.seq} + 1` } })
-        .returning({ seq: teamSequences.seq }).prepare(),
-      insertEvent: db.insert(events).values({ teamId: p('teamId'), seq: p('seq'), type: p('type'), taskId: p('taskId'), payload: p('payload'), createdAt: p('createdAt') }).prepare(),
-      eventsAfter: db.select({ teamId: events.teamId, seq: events.seq, payload: events.payload }).from(events)
-        .where(and(eq(events.teamId, p('teamId')), gt(events.seq, p('after')))).orderBy(asc(events.seq)).limit(p('limit')).prepare(),
-      history: db.select().from(teamSequences).where(eq(teamSequences.teamId, p('teamId'))).prepare(),
-      markPublished: db.update(events).set({ published: 1 }).where(and(eq(events.teamId, p('teamId')), eq(events.seq, p('seq')))).prepare()
+      insertTask: sqlite.prepare(`insert into "tasks" ("id", "team_id", "title", "description", "status", "assignee", "due_date", "version", "created_at", "updated_at", "updated_by")
+        values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      nextSeq: sqlite.prepare<[string], number>(`insert into "team_sequences" ("team_id", "seq") values (?, 1)
+        on conflict ("team_id") do update set "seq" = "team_sequences"."seq" + 1 returning "seq"`).pluck(),
+      insertEvent: sqlite.prepare('insert into "events" ("team_id", "seq", "type", "task_id", "payload", "created_at") values (?, ?, ?, ?, ?, ?)'),
+      eventsAfter: sqlite.prepare<[string, number, number], LoggedEvent>(`select "team_id" as "teamId", "seq", "payload" from "events"
+        where "team_id" = ? and "seq" > ? order by "seq" asc limit ?`),
+      history: sqlite.prepare<[string], { seq: number, prunedThrough: number }>('select "seq", "pruned_through" as "prunedThrough" from "team_sequences" where "team_id" = ?'),
+      markPublished: sqlite.prepare<[string, number]>('update "events" set "published" = 1 where "team_id" = ? and "seq" = ?')
     }
+    const immediate = sqlite.transaction((fn: () => unknown) => fn()).immediate
+    this.#immediate = immediate as <T>(fn: () => T) => T
     this.#now = options.now ?? Date.now
   }
 
@@ -112,7 +127,7 @@ export class TaskRepository {
         updatedAt: now,
         updatedBy: context.actor
       }
-      this.#q.insertTask.run(row)
+      this.#q.insertTask.run(row.id, row.teamId, row.title, row.description, row.status, row.assignee, row.dueDate, row.version, row.createdAt, row.updatedAt, row.updatedBy)
       const task = toTask(row)
       return { task, event: { type: 'task.created', task } }
     })
@@ -144,7 +159,7 @@ export class TaskRepository {
 
   /** The last seq handed out for a team (0 before its first event). */
   headSeq (teamId: string): number {
-    return this.#q.history.get({ teamId })?.seq ?? 0
+    return this.#q.history.get(teamId)?.seq ?? 0
   }
 
   /**
@@ -152,13 +167,13 @@ export class TaskRepository {
    * log. A client that last saw seq s can resume iff prunedThrough <= s <= head.
    */
   history (teamId: string): { head: number, prunedThrough: number } {
-    const row = this.#q.history.get({ teamId })
+    const row = this.#q.history.get(teamId)
     return { head: row?.seq ?? 0, prunedThrough: row?.prunedThrough ?? 0 }
   }
 
   /** Events of a team with seq > `afterSeq`, in order, at most `limit`. */
   eventsAfter (teamId: string, afterSeq: number, limit: number): LoggedEvent[] {
-    return this.#q.eventsAfter.all({ teamId, after: afterSeq, limit })
+    return this.#q.eventsAfter.all(teamId, afterSeq, limit)
   }
 
   /** Events that no broker has accepted yet, committed before `before` (ms), in seq order per team. */
@@ -173,9 +188,9 @@ export class TaskRepository {
 
   markPublished (published: ReadonlyArray<{ teamId: string, seq: number }>): void {
     if (published.length === 0) return
-    this.#db.transaction(() => {
-      for (const { teamId, seq } of published) this.#q.markPublished.run({ teamId, seq })
-    }, { behavior: 'immediate' })
+    this.#immediate(() => {
+      for (const { teamId, seq } of published) this.#q.markPublished.run(teamId, seq)
+    })
   }
 
   /**
@@ -243,7 +258,8 @@ export class TaskRepository {
     const { mutationId } = context
     const fingerprint = mutationId === undefined ? '' : canonicalJson(request)
     let committed: LoggedEvent | undefined
-    const result = this.#db.transaction((tx): MutationResult => {
+    const tx = this.#db
+    const result = this.#immediate((): MutationResult => {
       if (mutationId !== undefined) {
         const seen = tx.select().from(mutations)
           .where(and(eq(mutations.teamId, teamId), eq(mutations.actor, context.actor), eq(mutations.mutationId, mutationId))).get()
@@ -256,18 +272,18 @@ export class TaskRepository {
       const { task, event: partial } = change(tx, now)
       let event: TaskEvent | null = null
       if (partial !== null) {
-        const { seq } = this.#q.nextSeq.get({ teamId }) as { seq: number }
+        const seq = this.#q.nextSeq.get(teamId) as number
         const envelope: EventEnvelope = { teamId, seq, taskId: task.id, actor: context.actor, at: new Date(now).toISOString(), mutationId: mutationId ?? null }
         event = { ...partial, ...envelope } as TaskEvent
         const payload = serializeEvent(event)
-        this.#q.insertEvent.run({ teamId, seq, type: event.type, taskId: task.id, payload, createdAt: now })
+        this.#q.insertEvent.run(teamId, seq, event.type, task.id, payload, now)
         committed = { teamId, seq, payload }
       }
       if (mutationId !== undefined) {
         tx.insert(mutations).values({ teamId, actor: context.actor, mutationId, fingerprint, result: JSON.stringify(task), createdAt: now }).run()
       }
       return { task, event, replayed: false }
-    }, { behavior: 'immediate' })
+    })
     if (committed !== undefined) {
       for (const listener of this.#listeners) listener(committed)
     }
@@ -275,7 +291,11 @@ export class TaskRepository {
   }
 }
 
-type Transaction = Parameters<Parameters<AtlasDatabase['transaction']>[0]>[0]
+/**
+ * What a mutation's change runs its statements on: the database itself, inside the IMMEDIATE
+ * transaction `#mutate` holds open on the same (synchronous) connection.
+ */
+type Transaction = AtlasDatabase
 type EventEnvelope = Pick<TaskEvent, 'teamId' | 'seq' | 'taskId' | 'actor' | 'at' | 'mutationId'>
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
 
