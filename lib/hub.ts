@@ -149,7 +149,11 @@ export class Hub {
       if (since > head) resync = 'ahead_of_log'
       else if (since < prunedThrough) resync = 'history_pruned'
       else if (stream.delivered - since > this.#maxReplay) resync = 'too_far_behind'
-      else replayed = this.#replay(client, teamId, since, stream.delivered)
+      else {
+        const sent = this.#replay(client, teamId, since, stream.delivered)
+        if (sent === undefined) resync = 'history_pruned'
+        else replayed = sent
+      }
     }
     stream.clients.add(client)
     if (resync !== undefined) client.sendControl({ type: 'resync', teamId, seq: stream.delivered, reason: resync })
@@ -259,11 +263,13 @@ export class Hub {
     }
   }
 
-  #replay (client: HubClient, teamId: string, since: number, through: number): number {
+  /** Sends the events after `since` up to `through`; undefined when the log has a hole there. */
+  #replay (client: HubClient, teamId: string, since: number, through: number): number | undefined {
     let last = since
     while (last < through) {
       const page = this.#repository.eventsAfter(teamId, last, Math.min(REPLAY_PAGE, through - last))
-      if (page.length === 0) break
+      // Another process pruned after history() was read: never hand on a hole.
+      if (page.length === 0 || page[0].seq !== last + 1) return undefined
       // One write per page instead of one per event; pages stay small so that, between them,
       // the kernel takes what it can and a long replay is not mistaken for a slow consumer.
       const send = (): void => { for (const event of page) client.sendEvent(new SharedFrame(event.payload)) }
