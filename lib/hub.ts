@@ -55,6 +55,8 @@ const REPLAY_PAGE = 100
 /** How often published marks are written (one transaction for all of them); well under relayGraceMs. */
 const PUBLISHED_FLUSH_MS = 200
 const RELAY_PAGE = 1000
+/** A relay bound that includes every unpublished event, even one committed this millisecond. */
+const EVERYTHING = Number.MAX_SAFE_INTEGER
 const silentLogger: HubLogger = { warn () {}, error () {}, debug () {} }
 
 /**
@@ -107,7 +109,7 @@ export class Hub {
     if (relayIntervalMs > 0) this.#every(relayIntervalMs, () => { this.#relay(Date.now() - this.#relayGraceMs) })
     if (pruneIntervalMs > 0) this.#every(pruneIntervalMs, () => { this.prune() })
     // Whatever an earlier process committed and never published goes out now.
-    this.#relay(Date.now())
+    this.#relay(EVERYTHING)
   }
 
   /** Number of teams with local subscribers, and of subscriptions. */
@@ -286,7 +288,7 @@ export class Hub {
     for (const [teamId, stream] of this.#teams) {
       if (stream.ready) this.#catchUp(teamId, stream)
     }
-    this.#relay(Date.now())
+    this.#relay(EVERYTHING)
   }
 
   /** Hands an event to the broker; resolves true when the broker took it (never rejects). */
