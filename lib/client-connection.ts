@@ -1,7 +1,7 @@
 import type { RawData, WebSocket } from 'ws'
 import type { Hub, HubClient } from './hub.js'
 import { CloseCode, ErrorCode, PROTOCOL_VERSION, parseClientFrame, type ClientFrame, type ServerControlFrame } from './protocol.js'
-import { writeSharedFrame, type SharedFrame } from './shared-frame.js'
+import { corked, writeSharedFrame, type SharedFrame } from './shared-frame.js'
 import type { Principal } from './types.js'
 
 export interface ClientConnectionOptions {
@@ -46,7 +46,6 @@ export class ClientConnection implements HubClient {
   }
 
   get closed (): boolean { return this.#closed }
-  get teams (): ReadonlySet<string> { return this.#teams }
   wants (teamId: string): boolean { return this.#teams.has(teamId) }
 
   /** Greets the client and subscribes it to `teams`, resuming each from `since` where given. */
@@ -55,11 +54,8 @@ export class ClientConnection implements HubClient {
     this.#subscribe(teams, since)
   }
 
-  /** Runs `fn` with the socket corked, so every frame it sends leaves in one write. */
   batch (fn: () => void): void {
-    const raw = (this.#socket as unknown as { _socket?: import('node:net').Socket })._socket
-    raw?.cork()
-    try { fn() } finally { raw?.uncork() }
+    corked(this.#socket, fn)
   }
 
   sendEvent (frame: SharedFrame): void {

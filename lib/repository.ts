@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Database, Statement } from 'better-sqlite3'
-import { and, asc, eq, inArray, lt, lte, sql } from 'drizzle-orm'
+import { and, asc, eq, lt, lte, sql } from 'drizzle-orm'
 import type { AtlasDatabase } from './db/open.js'
 import { events, mutations, tasks, teamSequences, type TaskRow } from './db/schema.js'
 import { InvalidTaskError, MutationIdConflictError, PreconditionFailedError, TaskNotFoundError } from './errors.js'
@@ -221,16 +221,6 @@ export class TaskRepository {
       const forgotten = mutationIdTtlMs > 0 ? tx.delete(mutations).where(lt(mutations.createdAt, now - mutationIdTtlMs)).run().changes : 0
       return { events: removed, mutationIds: forgotten }
     }, { behavior: 'immediate' })
-  }
-
-  /** Heads of several teams at once. */
-  heads (teamIds: readonly string[]): Map<string, number> {
-    const result = new Map<string, number>()
-    if (teamIds.length === 0) return result
-    for (const row of this.#db.select().from(teamSequences).where(inArray(teamSequences.teamId, [...teamIds])).all()) {
-      result.set(row.teamId, row.seq)
-    }
-    return result
   }
 
   #currentFor (tx: Transaction, teamId: string, taskId: string, context: MutationContext): TaskRow {

@@ -58,3 +58,10 @@ export function writeSharedFrame (socket: WebSocket, frame: SharedFrame): void {
     socket.send(frame.payload, TEXT)
   }
 }
+
+/** Runs `fn` with the socket's TCP stream corked, so every frame it writes leaves in one write. */
+export function corked (socket: WebSocket, fn: () => void): void {
+  const raw = (socket as unknown as WsInternals)._socket
+  raw?.cork()
+  try { fn() } finally { raw?.uncork() }
+}

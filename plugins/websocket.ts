@@ -41,7 +41,8 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
   if (maxPayload === 0 || maxPayload > RECOMMENDED_MAX_PAYLOAD) {
     // Only happens when the integrator registered @fastify/websocket without maxPayload:
     // ws's default lets a client make the server buffer 100 MiB per frame.
-    fastify.log.warn({ maxPayload }, `atlas: @fastify/websocket accepts frames up to ${maxPayload} bytes; set options.maxPayload (e.g. ${RECOMMENDED_MAX_PAYLOAD})`)
+    const limit = maxPayload === 0 ? 'of any size' : `up to ${maxPayload} bytes`
+    fastify.log.warn({ maxPayload }, `atlas: @fastify/websocket accepts frames ${limit}; set options.maxPayload (e.g. ${RECOMMENDED_MAX_PAYLOAD})`)
   }
   fastify.decorate('atlasRealtime', realtime)
   // preClose, not onClose: clients get their 1001 while the hub can still finish publishing.
