@@ -7,6 +7,12 @@ export interface ScenarioSize {
   teams: number
   rate: number
   mutations: number
+  /**
+   * Mutations sent before the measured window and left out of it (seed, wide): both systems are
+   * then measured in steady state, with their hot paths compiled by V8's optimizing tier, as a
+   * server that has run for a while is. Without it, a 10 s window is partly JIT warm-up.
+   */
+  warmup: number
   /** Load-generator processes (more than one only where a single process would run out of file descriptors). */
   shards: number
   connectConcurrency: number
@@ -18,12 +24,12 @@ export interface ScenarioSize {
 
 const SATURATION = { startRate: 200, stepRate: 100, stepSeconds: 10, maxRate: 3000, p99LimitMs: 100 }
 const STORM = { warmPerTeam: 5, perTeam: 100, graceMs: 3000 }
-const BASE = { shards: 1, connectConcurrency: 100, drainMs: 5000, saturation: SATURATION, storm: STORM, rounds: 2 }
+const BASE = { warmup: 0, shards: 1, connectConcurrency: 100, drainMs: 5000, saturation: SATURATION, storm: STORM, rounds: 2 }
 
 /** The sizes the issue asks for. */
 const FULL: Record<ScenarioName, ScenarioSize> = {
-  seed: { ...BASE, clients: 1000, teams: 20, rate: 200, mutations: 2000 },
-  wide: { ...BASE, clients: 5000, teams: 100, rate: 200, mutations: 2000 },
+  seed: { ...BASE, clients: 1000, teams: 20, rate: 200, mutations: 2000, warmup: 2000 },
+  wide: { ...BASE, clients: 5000, teams: 100, rate: 200, mutations: 2000, warmup: 2000 },
   saturation: { ...BASE, clients: 1000, teams: 20, rate: 200, mutations: 0, rounds: 1, drainMs: 2000 },
   storm: { ...BASE, clients: 1000, teams: 20, rate: 200, mutations: 0 },
   // One process cannot hold 20,000 client sockets under a 20,000 file-descriptor limit: two can.
@@ -32,8 +38,8 @@ const FULL: Record<ScenarioName, ScenarioSize> = {
 
 /** Small versions (`--quick`, and the default): the same shapes in seconds, for a quick look or CI. */
 const QUICK: Record<ScenarioName, ScenarioSize> = {
-  seed: { ...FULL.seed, clients: 200, teams: 10, mutations: 1000 },
-  wide: { ...FULL.wide, clients: 500, teams: 50, mutations: 600 },
+  seed: { ...FULL.seed, clients: 200, teams: 10, mutations: 1000, warmup: 500 },
+  wide: { ...FULL.wide, clients: 500, teams: 50, mutations: 600, warmup: 300 },
   saturation: { ...FULL.saturation, clients: 200, teams: 10, saturation: { ...SATURATION, stepRate: 200, stepSeconds: 3, maxRate: 2000 } },
   storm: { ...FULL.storm, clients: 200, teams: 10, storm: { ...STORM, perTeam: 20 } },
   idle: { ...FULL.idle, clients: 2000, teams: 20, shards: 1 }
@@ -60,6 +66,7 @@ export const USAGE = `Usage: npm run bench -- [options]
   --rounds <n>        A/B alternations per scenario (default: 2; 1 for saturation and idle)
   --systems <list>    atlas,socketio (default both)
   --clients <n>  --teams <n>  --rate <n>  --mutations <n>   override the scenario's sizes
+  --warmup <n>        mutations sent before the measured window of seed and wide (0: none)
   --step-seconds <n>  --start-rate <n>  --step-rate <n>     saturation steps
   --processes <n>     server processes per system (default 2, sharing SQLite and Redis)
   --profile           write CPU profiles of the servers to bench/results/profiles/<system>/
@@ -80,6 +87,7 @@ export function parseOptions (argv: readonly string[]): BenchOptions | 'help' {
       teams: { type: 'string' },
       rate: { type: 'string' },
       mutations: { type: 'string' },
+      warmup: { type: 'string' },
       'step-seconds': { type: 'string' },
       'start-rate': { type: 'string' },
       'step-rate': { type: 'string' },
@@ -102,6 +110,7 @@ export function parseOptions (argv: readonly string[]): BenchOptions | 'help' {
     s.teams = positive('teams', values.teams) ?? s.teams
     s.rate = positive('rate', values.rate) ?? s.rate
     s.mutations = positive('mutations', values.mutations) ?? s.mutations
+    s.warmup = nonNegative('warmup', values.warmup) ?? s.warmup
     s.saturation.stepSeconds = positive('step-seconds', values['step-seconds']) ?? s.saturation.stepSeconds
     s.saturation.startRate = positive('start-rate', values['start-rate']) ?? s.saturation.startRate
     s.saturation.stepRate = positive('step-rate', values['step-rate']) ?? s.saturation.stepRate
@@ -122,8 +131,16 @@ function checkSystem (name: string): SystemName {
 }
 
 function positive (flag: string, value: string | undefined): number | undefined {
+  return integerAtLeast(1, 'a positive integer', flag, value)
+}
+
+function nonNegative (flag: string, value: string | undefined): number | undefined {
+  return integerAtLeast(0, 'an integer ≥ 0', flag, value)
+}
+
+function integerAtLeast (min: number, what: string, flag: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined
   const n = Number(value)
-  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`--${flag} must be a positive integer (got ${JSON.stringify(value)})`)
+  if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${flag} must be ${what} (got ${JSON.stringify(value)})`)
   return n
 }

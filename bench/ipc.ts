@@ -1,5 +1,8 @@
 import type { HistogramJSON } from './histogram.js'
 
+/** The name of a window that prepares the measured one and is left out of the figures. */
+export const WARM_UP = 'warm-up'
+
 /** The two systems under test. */
 export type SystemName = 'atlas' | 'socketio'
 export type ScenarioName = 'seed' | 'wide' | 'saturation' | 'storm' | 'idle'
@@ -22,6 +25,8 @@ export interface LoadPlan {
   connectConcurrency: number
   rate: number
   mutations: number
+  /** Mutations sent at `rate` before the measured window (seed, wide) and not counted in it. */
+  warmup: number
   /** How long to wait after the last send for deliveries to complete. */
   drainMs: number
   saturation: { startRate: number, stepRate: number, stepSeconds: number, maxRate: number, p99LimitMs: number }

@@ -8,7 +8,7 @@
 import { performance } from 'node:perf_hooks'
 import { signToken } from '../examples/jwt-auth.js'
 import { AtlasClient, SocketIoClient, type BenchClient } from './clients.js'
-import type { LoadMessage, LoadPlan, LoadResult, OrchestratorMessage, WindowResult } from './ipc.js'
+import { WARM_UP, type LoadMessage, type LoadPlan, type LoadResult, type OrchestratorMessage, type WindowResult } from './ipc.js'
 import { Mutator } from './mutator.js'
 import { ClientState, DeliveryTracker } from './tracker.js'
 import { Histogram } from './histogram.js'
@@ -124,6 +124,10 @@ async function run (plan: LoadPlan): Promise<LoadResult> {
     switch (plan.scenario) {
       case 'seed':
       case 'wide':
+        if (plan.warmup > 0) {
+          gen.phase = 'warm-up'
+          result.windows.push(await gen.window(WARM_UP, plan.warmup, plan.rate))
+        }
         gen.phase = 'sending'
         result.windows.push(await gen.window('run', plan.mutations, plan.rate))
         break
@@ -184,7 +188,7 @@ async function storm (gen: LoadGenerator, windows: WindowResult[]): Promise<{ re
   const { warmPerTeam, perTeam, graceMs } = gen.plan.storm
   const teams = gen.plan.teams
   gen.phase = 'warm-up'
-  windows.push(await gen.window('warm-up', warmPerTeam * teams, gen.plan.rate))
+  windows.push(await gen.window(WARM_UP, warmPerTeam * teams, gen.plan.rate))
   gen.phase = 'disconnecting'
   await gen.closeAll()
   // Let the servers finish their side of every close before the missed mutations go out.

@@ -11,6 +11,8 @@ const CLOCK_TICKS = (() => {
 export interface ProcSample {
   /** User + system CPU time consumed so far, in µs. */
   cpuMicros: number
+  /** The kernel's part of cpuMicros (stime): socket writes and loopback TCP land here. */
+  systemMicros: number
   /** Resident set size now, in bytes. */
   rssBytes: number
 }
@@ -21,12 +23,14 @@ export function sampleProcess (pid: number): ProcSample {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     // The command name (field 2) may hold spaces and parentheses: fields are counted after its ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const ticks = Number(fields[11]) + Number(fields[12]) // utime, stime (fields 14 and 15)
+    const userTicks = Number(fields[11]) // utime (field 14)
+    const systemTicks = Number(fields[12]) // stime (field 15)
     const status = readFileSync(`/proc/${pid}/status`, 'utf8')
     const rssKb = Number(/^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1] ?? 0)
-    return { cpuMicros: (ticks / CLOCK_TICKS) * 1e6, rssBytes: rssKb * 1024 }
+    const micros = (ticks: number): number => (ticks / CLOCK_TICKS) * 1e6
+    return { cpuMicros: micros(userTicks + systemTicks), systemMicros: micros(systemTicks), rssBytes: rssKb * 1024 }
   } catch {
-    return { cpuMicros: 0, rssBytes: 0 }
+    return { cpuMicros: 0, systemMicros: 0, rssBytes: 0 }
   }
 }
 
@@ -36,14 +40,14 @@ export type GroupSample = Record<string, ProcSample>
 export function sampleGroups (groups: Record<string, readonly number[]>): GroupSample {
   const out: GroupSample = {}
   for (const [name, pids] of Object.entries(groups)) {
-    let cpuMicros = 0
-    let rssBytes = 0
+    const sum: ProcSample = { cpuMicros: 0, systemMicros: 0, rssBytes: 0 }
     for (const pid of pids) {
       const s = sampleProcess(pid)
-      cpuMicros += s.cpuMicros
-      rssBytes += s.rssBytes
+      sum.cpuMicros += s.cpuMicros
+      sum.systemMicros += s.systemMicros
+      sum.rssBytes += s.rssBytes
     }
-    out[name] = { cpuMicros, rssBytes }
+    out[name] = sum
   }
   return out
 }

@@ -22,7 +22,7 @@ export function formatRun (record: RunRecord, f: Figures): string {
     lines.push(
       `    delivered ${int(f.delivered)}/${int(f.expected)}  lost ${int(f.lost)}  late ${int(f.late)}  duplicated ${int(f.duplicated)}  out of order ${int(f.outOfOrder)}  foreign ${f.foreign}  resyncs ${f.resyncs}`,
       `    latency ms p50 ${ms(f.latencyMs?.p50)}  p95 ${ms(f.latencyMs?.p95)}  p99 ${ms(f.latencyMs?.p99)}  max ${ms(f.latencyMs?.max)}   ${int(f.deliveredPerSec)} deliveries/s   (HTTP p50 ${ms(f.httpLatencyMs?.p50)} p99 ${ms(f.httpLatencyMs?.p99)})`,
-      `    server CPU ${f.serverCpuMicrosPerDelivery == null ? '—' : f.serverCpuMicrosPerDelivery.toFixed(1)} µs/delivery  (servers ${f.cpuPercent.servers.toFixed(0)}%, redis ${f.cpuPercent.redis.toFixed(0)}%, load generator ${f.cpuPercent.loadgen.toFixed(0)}% of a core)`
+      `    server CPU ${f.serverCpuMicrosPerDelivery == null ? '—' : f.serverCpuMicrosPerDelivery.toFixed(1)} µs/delivery${f.serverSystemMicrosPerDelivery == null ? '' : ` (${f.serverSystemMicrosPerDelivery.toFixed(1)} in the kernel)`}  (servers ${f.cpuPercent.servers.toFixed(0)}%, redis ${f.cpuPercent.redis.toFixed(0)}%, load generator ${f.cpuPercent.loadgen.toFixed(0)}% of a core)`
     )
   }
   lines.push(`    server RSS ${kb(f.serverRssBytesPerConnection)} per connection (${(f.serverRssBytes / 1048576).toFixed(0)} MB for both processes)`)
@@ -55,6 +55,7 @@ export function formatSummary (scenario: ScenarioName, figures: Partial<Record<S
       ['deliveries/s', (f) => int(f.deliveredPerSec)],
       ['HTTP mutation p50 / p99 ms', (f) => `${ms(f.httpLatencyMs?.p50)} / ${ms(f.httpLatencyMs?.p99)}`],
       ['server CPU µs/delivery', (f) => (f.serverCpuMicrosPerDelivery == null ? '—' : f.serverCpuMicrosPerDelivery.toFixed(1))],
+      ['of which kernel µs/delivery', (f) => (f.serverSystemMicrosPerDelivery == null ? '—' : f.serverSystemMicrosPerDelivery.toFixed(1))],
       ['load generator CPU %', (f) => f.cpuPercent.loadgen.toFixed(0)]
     )
   }
@@ -68,7 +69,7 @@ export function formatSummary (scenario: ScenarioName, figures: Partial<Record<S
   out.push(`${''.padEnd(width)}${'Atlas'.padStart(16)}${'Socket.IO'.padStart(16)}${'ratio'.padStart(10)}`)
   const ratioKey: Record<string, string> = {
     'latency p50 ms': 'latency p50', 'latency p95 ms': 'latency p95', 'latency p99 ms': 'latency p99', 'latency max ms': 'latency max',
-    'deliveries/s': 'delivered msg/s', 'server CPU µs/delivery': 'server CPU µs/delivery', 'server RSS/connection': 'server RSS/connection',
+    'deliveries/s': 'delivered msg/s', 'server CPU µs/delivery': 'server CPU µs/delivery', 'of which kernel µs/delivery': 'of which kernel µs/delivery', 'server RSS/connection': 'server RSS/connection',
     'highest held rate /s': 'highest held rate', 'time to whole ms': 'time to whole (storm)'
   }
   for (const [label, show] of rows) {

@@ -64,6 +64,7 @@ function planFor (scenario: ScenarioName, system: SystemName, size: ScenarioSize
     connectConcurrency: size.connectConcurrency,
     rate: size.rate,
     mutations: size.mutations,
+    warmup: size.warmup,
     drainMs: size.drainMs,
     saturation: size.saturation,
     storm: size.storm

@@ -1,5 +1,5 @@
 import { Histogram } from './histogram.js'
-import type { LoadResult, ScenarioName, SystemName, WindowResult } from './ipc.js'
+import { WARM_UP, type LoadResult, type ScenarioName, type SystemName, type WindowResult } from './ipc.js'
 import type { GroupSample } from './procstat.js'
 
 /** Everything recorded about one run of one system: what the load generator saw, what /proc said. */
@@ -40,6 +40,8 @@ export interface Figures {
   deliveredPerSec: number
   /** Server processes' CPU (user + system) over the measured windows per delivered message. */
   serverCpuMicrosPerDelivery: number | null
+  /** The kernel's (system) part of serverCpuMicrosPerDelivery. */
+  serverSystemMicrosPerDelivery: number | null
   /** CPU use over the measured windows, in % of one core. */
   cpuPercent: { servers: number, redis: number, loadgen: number }
   /** Growth of the servers' RSS from before any client to all connected, per connection. */
@@ -57,6 +59,7 @@ export interface Figures {
 function measuredWindows (record: RunRecord): WindowResult[] {
   const { windows, saturation } = record.load
   if (record.scenario === 'storm') return windows.filter((w) => w.name === 'storm')
+  if (record.scenario === 'seed' || record.scenario === 'wide') return windows.filter((w) => w.name !== WARM_UP)
   if (record.scenario === 'saturation' && saturation !== undefined) {
     const held = windows.filter((w) => w.rate <= saturation.highestHeldRate)
     return held.length > 0 ? held : windows.slice(0, 1)
@@ -64,10 +67,11 @@ function measuredWindows (record: RunRecord): WindowResult[] {
   return windows
 }
 
-function windowCpu (record: RunRecord, w: WindowResult, group: string): number {
+function windowCpu (record: RunRecord, w: WindowResult, group: string, part: 'cpuMicros' | 'systemMicros' = 'cpuMicros'): number {
   const start = record.samples[`${w.name}:start`]?.groups[group]
   const end = record.samples[`${w.name}:end`]?.groups[group]
-  return start === undefined || end === undefined ? 0 : end.cpuMicros - start.cpuMicros
+  // Results written before the split have no systemMicros: count them as 0.
+  return start === undefined || end === undefined ? 0 : (end[part] ?? 0) - (start[part] ?? 0)
 }
 
 function windowWallMicros (record: RunRecord, w: WindowResult): number {
@@ -81,7 +85,7 @@ export function figuresOf (records: readonly RunRecord[]): Figures {
   const latency = new Histogram()
   const httpLatency = new Histogram()
   let expected = 0; let delivered = 0; let late = 0; let duplicated = 0; let outOfOrder = 0; let foreign = 0; let resyncs = 0
-  let serverCpu = 0; let redisCpu = 0; let loadgenCpu = 0; let wall = 0; let activeSeconds = 0
+  let serverCpu = 0; let serverSystemCpu = 0; let redisCpu = 0; let loadgenCpu = 0; let wall = 0; let activeSeconds = 0
   let connected = 0; let connectFailures = 0
   const rssPerConnection: number[] = []
   let serverRss = 0
@@ -99,6 +103,7 @@ export function figuresOf (records: readonly RunRecord[]): Figures {
       outOfOrder += w.outOfOrder
       foreign = Math.max(foreign, w.foreign)
       serverCpu += windowCpu(record, w, 'servers')
+      serverSystemCpu += windowCpu(record, w, 'servers', 'systemMicros')
       redisCpu += windowCpu(record, w, 'redis')
       loadgenCpu += windowCpu(record, w, 'loadgen')
       wall += windowWallMicros(record, w)
@@ -132,6 +137,7 @@ export function figuresOf (records: readonly RunRecord[]): Figures {
     httpLatencyMs: httpLatency.count === 0 ? null : { p50: httpLatency.percentile(50) / 1000, p99: httpLatency.percentile(99) / 1000 },
     deliveredPerSec: activeSeconds > 0 ? delivered / activeSeconds : 0,
     serverCpuMicrosPerDelivery: delivered > 0 && serverCpu > 0 ? serverCpu / delivered : null,
+    serverSystemMicrosPerDelivery: delivered > 0 && serverCpu > 0 ? serverSystemCpu / delivered : null,
     cpuPercent: { servers: percent(serverCpu), redis: percent(redisCpu), loadgen: percent(loadgenCpu) },
     serverRssBytesPerConnection: rssPerConnection.length > 0 ? mean(rssPerConnection) : null,
     serverRssBytes: serverRss
@@ -170,6 +176,7 @@ export function ratios (atlas: Figures, peer: Figures): Record<string, number | 
     'latency max': r(atlas.latencyMs?.max, peer.latencyMs?.max),
     'delivered msg/s': r(atlas.deliveredPerSec, peer.deliveredPerSec),
     'server CPU µs/delivery': r(atlas.serverCpuMicrosPerDelivery, peer.serverCpuMicrosPerDelivery),
+    'of which kernel µs/delivery': r(atlas.serverSystemMicrosPerDelivery, peer.serverSystemMicrosPerDelivery),
     'server RSS/connection': r(atlas.serverRssBytesPerConnection, peer.serverRssBytesPerConnection),
     'highest held rate': r(atlas.highestHeldRate, peer.highestHeldRate),
     'time to whole (storm)': r(atlas.wholeAfterMs, peer.wholeAfterMs)

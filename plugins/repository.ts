@@ -11,6 +11,11 @@ export interface AtlasRepositoryOptions {
   busyTimeoutMs?: number
   /** Folder of the drizzle-kit migrations (default: the package's drizzle/). */
   migrationsFolder?: string
+  /**
+   * How often a background thread checkpoints the WAL into the database file, in ms (default
+   * 1000). 0 leaves it to SQLite, which checkpoints inside a commit and so stalls the event loop.
+   */
+  checkpointIntervalMs?: number
 }
 
 declare module 'fastify' {
@@ -26,9 +31,16 @@ const repositoryPlugin: FastifyPluginAsync<AtlasRepositoryOptions> = async (fast
   checkString(NAME, 'databasePath', options.databasePath, { required: true })
   checkPositiveInteger(NAME, 'busyTimeoutMs', options.busyTimeoutMs, { allowZero: true })
   checkString(NAME, 'migrationsFolder', options.migrationsFolder)
-  const database = openDatabase({ path: options.databasePath, busyTimeoutMs: options.busyTimeoutMs, migrationsFolder: options.migrationsFolder })
+  checkPositiveInteger(NAME, 'checkpointIntervalMs', options.checkpointIntervalMs, { allowZero: true })
+  const database = openDatabase({
+    path: options.databasePath,
+    busyTimeoutMs: options.busyTimeoutMs,
+    migrationsFolder: options.migrationsFolder,
+    checkpointIntervalMs: options.checkpointIntervalMs,
+    onCheckpointFailure: (err) => { fastify.log.warn({ err }, 'atlas: WAL checkpoint thread failed; SQLite checkpoints on commit again') }
+  })
   fastify.decorate('taskRepository', new TaskRepository(database.db))
-  fastify.addHook('onClose', async () => { database.close() })
+  fastify.addHook('onClose', async () => { await database.close() })
 }
 
 export const atlasRepository = fp(repositoryPlugin, { fastify: '5.x', name: NAME })

@@ -42,7 +42,7 @@ class GatedBroker implements Broker {
 
 t.test('a relay asked for while one is still running runs when it ends, so nothing refused meanwhile stays behind', async (t) => {
   const database = openDatabase({ path: `${t.testdir()}/atlas.db` })
-  t.teardown(() => { database.close() })
+  t.teardown(async () => { await database.close() })
   // Its clock runs a minute ahead (another machine's, or simply this same millisecond): the
   // start-up relay must take every unpublished event, not only those older than "now".
   const repository = new TaskRepository(database.db, { now: () => Date.now() + 60_000 })

@@ -31,7 +31,7 @@ class PrunedBehindItsBack extends TaskRepository {
 
 t.test('a resume whose history is pruned between reading it and replaying it gets a resync, not a hole', async (t) => {
   const database = openDatabase({ path: `${t.testdir()}/atlas.db` })
-  t.teardown(() => { database.close() })
+  t.teardown(async () => { await database.close() })
   const repository = new PrunedBehindItsBack(database.db)
   for (let i = 1; i <= 6; i++) repository.create('red', { title: `task ${i}` }, { actor: 'alice' })
   const hub = new Hub({ repository, broker: new MemoryBroker(), relayIntervalMs: 0, retention: { pruneIntervalMs: 0 } })

@@ -39,6 +39,7 @@ t.test('bad options fail at registration with an error naming the plugin and the
     ['authenticate not a function', { authenticate: 'yes' }, /^atlas-auth: option authenticate must be a function and is required \(got string\)$/],
     ['missing database', { database: undefined }, /^atlas-realtime: option database is required/],
     ['database without a path', { database: {} }, /^atlas-repository: option databasePath must be a non-empty string and is required/],
+    ['negative checkpoint interval', { database: { databasePath: ':memory:', checkpointIntervalMs: -5 } }, /^atlas-repository: option checkpointIntervalMs must be a non-negative integer \(got -5\)$/],
     ['heartbeatMs of 0', { websocket: { heartbeatMs: 0 } }, /^atlas-websocket: option heartbeatMs must be a positive integer \(got 0\)$/],
     ['heartbeatMs as a string', { websocket: { heartbeatMs: '30s' } }, /^atlas-websocket: option heartbeatMs must be a positive integer \(got "30s"\)$/],
     ['path without a leading slash', { websocket: { path: 'realtime' } }, /^atlas-websocket: option path must be a non-empty string matching/],

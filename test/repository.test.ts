@@ -12,7 +12,7 @@ const alice = { actor: 'alice' }
 function openRepository (t: Test, options: { path?: string, now?: () => number } = {}): { repository: TaskRepository, database: OpenedDatabase, path: string } {
   const path = options.path ?? join(t.testdir(), 'atlas.db')
   const database = openDatabase({ path })
-  t.teardown(() => { database.close() })
+  t.teardown(async () => { await database.close() })
   return { repository: new TaskRepository(database.db, { now: options.now }), database, path }
 }
 
@@ -204,7 +204,7 @@ t.test('migrations are safe to re-run: the same file opened twice (and again lat
   t.same(second.repository.list('red'), { tasks: [first], seq: 1 }, 'a second open while the first is still open')
   second.repository.create('red', { title: 'b' }, alice)
   t.equal(repository.headSeq('red'), 2, 'both connections share one sequence')
-  second.database.close()
+  await second.database.close()
 
   const third = openRepository(t, { path })
   t.equal(third.repository.list('red').tasks.length, 2)

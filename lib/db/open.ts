@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { existsSync, mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import * as schema from './schema.js'
+import { WalCheckpointer } from './checkpointer.js'
 
 export type AtlasDatabase = BetterSQLite3Database<typeof schema>
 
@@ -23,16 +24,24 @@ export interface OpenDatabaseOptions {
   /** How long a writer waits for another process's lock before failing, in ms. */
   busyTimeoutMs?: number
   migrationsFolder?: string
+  /**
+   * How often a background thread checkpoints the WAL, in ms (default 1000); 0 leaves
+   * checkpoints to SQLite, inside the commit that fills the WAL, on the caller's thread.
+   */
+  checkpointIntervalMs?: number
+  /** Told when the checkpoint thread failed (SQLite's own checkpoints then take over). */
+  onCheckpointFailure?: (err: Error) => void
 }
 
 export interface OpenedDatabase {
   sqlite: Database.Database
   db: AtlasDatabase
-  close (): void
+  /** Closes the connection at once; resolves when the checkpoint thread has exited too. */
+  close (): Promise<void>
 }
 
 export function openDatabase (options: OpenDatabaseOptions): OpenedDatabase {
-  const { path, busyTimeoutMs = 5000 } = options
+  const { path, busyTimeoutMs = 5000, checkpointIntervalMs = 1000 } = options
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
   const sqlite = new Database(path, { timeout: busyTimeoutMs })
   if (path !== ':memory:') {
@@ -44,5 +53,15 @@ export function openDatabase (options: OpenDatabaseOptions): OpenedDatabase {
   sqlite.pragma('foreign_keys = ON')
   const db = drizzle(sqlite, { schema })
   migrate(db, { migrationsFolder: options.migrationsFolder ?? defaultMigrationsFolder() })
-  return { sqlite, db, close: () => { if (sqlite.open) sqlite.close() } }
+  const checkpointer = path === ':memory:' || checkpointIntervalMs === 0
+    ? undefined
+    : new WalCheckpointer(sqlite, { path, intervalMs: checkpointIntervalMs, busyTimeoutMs, onFailure: options.onCheckpointFailure })
+  return {
+    sqlite,
+    db,
+    close: async () => {
+      if (sqlite.open) sqlite.close()
+      await checkpointer?.close()
+    }
+  }
 }

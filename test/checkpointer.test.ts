@@ -1,0 +1,65 @@
+import t from 'tap'
+import { statSync } from 'node:fs'
+import { join } from 'node:path'
+import { openDatabase } from '../lib/db/open.js'
+import { WalCheckpointer, type CheckpointResult } from '../lib/db/checkpointer.js'
+import { TaskRepository } from '../lib/repository.js'
+
+const alice = { actor: 'alice' }
+
+t.test('the writing connection never checkpoints; the background thread copies the WAL into the database file', async (t) => {
+  const path = join(t.testdir(), 'atlas.db')
+  const database = openDatabase({ path, checkpointIntervalMs: 60_000 })
+  t.teardown(async () => { await database.close() })
+  t.equal(database.sqlite.pragma('wal_autocheckpoint', { simple: true }), 0, 'commits never checkpoint on the event loop')
+
+  // 1,500 commits write far more than SQLite's 1,000-page automatic threshold: with automatic
+  // checkpoints on this connection, the database file would have grown by now.
+  const repository = new TaskRepository(database.db)
+  const sizeBefore = statSync(path).size
+  for (let i = 0; i < 1500; i++) repository.create(`team-${i % 10}`, { title: `task ${i}` }, alice)
+  t.equal(statSync(path).size, sizeBefore, 'nothing was copied into the database file by the commits')
+
+  const keepAlive = setInterval(() => {}, 1000)
+  t.teardown(() => { clearInterval(keepAlive) })
+  // A second checkpointer with a short interval on the same file: the thread does the copying.
+  const results: CheckpointResult[] = []
+  let done!: () => void
+  const copied = new Promise<void>((resolve) => { done = resolve })
+  const checkpointer = new WalCheckpointer(database.sqlite, {
+    path,
+    intervalMs: 10,
+    busyTimeoutMs: 1000,
+    onCheckpoint: (result) => { results.push(result); if (result.checkpointed === result.log) done() }
+  })
+  t.teardown(async () => { await checkpointer.close() })
+  await copied
+  t.ok(results[results.length - 1].log > 1000, `the WAL held every commit's pages (${results[results.length - 1].log} frames)`)
+  t.ok(statSync(path).size > sizeBefore, 'the pages are now in the database file')
+  t.equal(repository.list('team-3').tasks.length, 150, 'and reads see every task')
+})
+
+t.test('a checkpoint thread that dies hands checkpoints back to the writing connection', async (t) => {
+  const path = join(t.testdir(), 'atlas.db')
+  const database = openDatabase({ path, checkpointIntervalMs: 0 })
+  t.teardown(async () => { await database.close() })
+  t.equal(database.sqlite.pragma('wal_autocheckpoint', { simple: true }), 1000, 'interval 0: SQLite checkpoints as usual')
+
+  // The thread is unref'd (housekeeping never holds a process open): hold this one meanwhile.
+  const keepAlive = setInterval(() => {}, 1000)
+  t.teardown(() => { clearInterval(keepAlive) })
+  // The thread cannot open a database that is not there: it fails at once.
+  let checkpointer!: WalCheckpointer
+  const failure = await new Promise<Error>((resolve) => {
+    checkpointer = new WalCheckpointer(database.sqlite, {
+      path: join(t.testdir(), 'missing', 'gone.db'),
+      intervalMs: 10,
+      busyTimeoutMs: 1000,
+      onFailure: resolve
+    })
+    t.equal(database.sqlite.pragma('wal_autocheckpoint', { simple: true }), 0, 'taken over by the thread while it starts')
+  })
+  await checkpointer.close()
+  t.match(failure.message, /directory does not exist|unable to open|no such file/i, 'the failure is reported with its cause')
+  t.equal(database.sqlite.pragma('wal_autocheckpoint', { simple: true }), 1000, 'the connection checkpoints by itself again')
+})
