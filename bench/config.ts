@@ -30,7 +30,7 @@ const BASE = { warmup: 0, shards: 1, connectConcurrency: 100, drainMs: 5000, sat
 const FULL: Record<ScenarioName, ScenarioSize> = {
   seed: { ...BASE, clients: 1000, teams: 20, rate: 200, mutations: 2000, warmup: 2000 },
   wide: { ...BASE, clients: 5000, teams: 100, rate: 200, mutations: 2000, warmup: 2000 },
-  saturation: { ...BASE, clients: 1000, teams: 20, rate: 200, mutations: 0, rounds: 1, drainMs: 2000 },
+  saturation: { ...BASE, clients: 1000, teams: 20, rate: 200, mutations: 0, warmup: 2000, rounds: 1, drainMs: 2000 },
   storm: { ...BASE, clients: 1000, teams: 20, rate: 200, mutations: 0 },
   // One process cannot hold 20,000 client sockets under a 20,000 file-descriptor limit: two can.
   idle: { ...BASE, clients: 20_000, teams: 100, rate: 0, mutations: 0, shards: 2, connectConcurrency: 200, rounds: 1 }
@@ -40,7 +40,7 @@ const FULL: Record<ScenarioName, ScenarioSize> = {
 const QUICK: Record<ScenarioName, ScenarioSize> = {
   seed: { ...FULL.seed, clients: 200, teams: 10, mutations: 1000, warmup: 500 },
   wide: { ...FULL.wide, clients: 500, teams: 50, mutations: 600, warmup: 300 },
-  saturation: { ...FULL.saturation, clients: 200, teams: 10, saturation: { ...SATURATION, stepRate: 200, stepSeconds: 3, maxRate: 2000 } },
+  saturation: { ...FULL.saturation, clients: 200, teams: 10, warmup: 500, saturation: { ...SATURATION, stepRate: 200, stepSeconds: 3, maxRate: 2000 } },
   storm: { ...FULL.storm, clients: 200, teams: 10, storm: { ...STORM, perTeam: 20 } },
   idle: { ...FULL.idle, clients: 2000, teams: 20, shards: 1 }
 }
@@ -66,7 +66,7 @@ export const USAGE = `Usage: npm run bench -- [options]
   --rounds <n>        A/B alternations per scenario (default: 2; 1 for saturation and idle)
   --systems <list>    atlas,socketio (default both)
   --clients <n>  --teams <n>  --rate <n>  --mutations <n>   override the scenario's sizes
-  --warmup <n>        mutations sent before the measured window of seed and wide (0: none)
+  --warmup <n>        mutations sent before the measured windows of seed, wide, saturation (0: none)
   --step-seconds <n>  --start-rate <n>  --step-rate <n>     saturation steps
   --processes <n>     server processes per system (default 2, sharing SQLite and Redis)
   --profile           write CPU profiles of the servers to bench/results/profiles/<system>/

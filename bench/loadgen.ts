@@ -157,6 +157,10 @@ async function run (plan: LoadPlan): Promise<LoadResult> {
  */
 async function saturate (gen: LoadGenerator, windows: WindowResult[]): Promise<{ highestHeldRate: number, stoppedBecause: string }> {
   const { startRate, stepRate, stepSeconds, maxRate, p99LimitMs } = gen.plan.saturation
+  if (gen.plan.warmup > 0) {
+    gen.phase = 'warm-up'
+    windows.push(await gen.window(WARM_UP, gen.plan.warmup, startRate))
+  }
   let highest = 0
   for (let rate = startRate; rate <= maxRate; rate += stepRate) {
     gen.phase = `saturation ${rate}/s`

@@ -57,9 +57,9 @@ export interface Figures {
 
 /** The windows whose figures stand for the run: saturation counts the steps that held, storm its reconnect. */
 function measuredWindows (record: RunRecord): WindowResult[] {
-  const { windows, saturation } = record.load
+  const { saturation } = record.load
+  const windows = record.load.windows.filter((w) => w.name !== WARM_UP)
   if (record.scenario === 'storm') return windows.filter((w) => w.name === 'storm')
-  if (record.scenario === 'seed' || record.scenario === 'wide') return windows.filter((w) => w.name !== WARM_UP)
   if (record.scenario === 'saturation' && saturation !== undefined) {
     const held = windows.filter((w) => w.rate <= saturation.highestHeldRate)
     return held.length > 0 ? held : windows.slice(0, 1)
@@ -146,7 +146,7 @@ export function figuresOf (records: readonly RunRecord[]): Figures {
   if (saturations.length > 0) {
     figures.highestHeldRate = mean(saturations.map((s) => s.highestHeldRate))
     figures.stoppedBecause = saturations.map((s) => s.stoppedBecause).join('; ')
-    figures.steps = records.flatMap((r) => r.load.windows.map((w) => {
+    figures.steps = records.flatMap((r) => r.load.windows.filter((w) => w.name !== WARM_UP).map((w) => {
       const cpu = windowCpu(r, w, 'servers')
       return { rate: w.rate, achievedRate: w.achievedRate, p99Ms: Histogram.fromJSON(w.latency).percentile(99) / 1000, delivered: w.delivered, expected: w.expected, cpuMicrosPerDelivery: w.delivered > 0 && cpu > 0 ? cpu / w.delivered : null }
     }))
