@@ -93,6 +93,13 @@ class LoadGenerator {
    * has not arrived within the drain time is given up to LATE_MS more, so a late delivery is
    * told apart from a lost one.
    */
+  /** The plan's warm-up mutations at `rate`, as a window the figures leave out (none when warmup is 0). */
+  async warmUp (windows: WindowResult[], rate: number): Promise<void> {
+    if (this.plan.warmup === 0) return
+    this.phase = 'warm-up'
+    windows.push(await this.window(WARM_UP, this.plan.warmup, rate))
+  }
+
   async window (name: string, count: number, rate: number): Promise<WindowResult> {
     await mark(`${name}:start`)
     this.tracker.openWindow(name, rate)
@@ -124,10 +131,7 @@ async function run (plan: LoadPlan): Promise<LoadResult> {
     switch (plan.scenario) {
       case 'seed':
       case 'wide':
-        if (plan.warmup > 0) {
-          gen.phase = 'warm-up'
-          result.windows.push(await gen.window(WARM_UP, plan.warmup, plan.rate))
-        }
+        await gen.warmUp(result.windows, plan.rate)
         gen.phase = 'sending'
         result.windows.push(await gen.window('run', plan.mutations, plan.rate))
         break
@@ -157,10 +161,7 @@ async function run (plan: LoadPlan): Promise<LoadResult> {
  */
 async function saturate (gen: LoadGenerator, windows: WindowResult[]): Promise<{ highestHeldRate: number, stoppedBecause: string }> {
   const { startRate, stepRate, stepSeconds, maxRate, p99LimitMs } = gen.plan.saturation
-  if (gen.plan.warmup > 0) {
-    gen.phase = 'warm-up'
-    windows.push(await gen.window(WARM_UP, gen.plan.warmup, startRate))
-  }
+  await gen.warmUp(windows, startRate)
   let highest = 0
   for (let rate = startRate; rate <= maxRate; rate += stepRate) {
     gen.phase = `saturation ${rate}/s`

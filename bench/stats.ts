@@ -70,8 +70,7 @@ function measuredWindows (record: RunRecord): WindowResult[] {
 function windowCpu (record: RunRecord, w: WindowResult, group: string, part: 'cpuMicros' | 'systemMicros' = 'cpuMicros'): number {
   const start = record.samples[`${w.name}:start`]?.groups[group]
   const end = record.samples[`${w.name}:end`]?.groups[group]
-  // Results written before the split have no systemMicros: count them as 0.
-  return start === undefined || end === undefined ? 0 : (end[part] ?? 0) - (start[part] ?? 0)
+  return start === undefined || end === undefined ? 0 : end[part] - start[part]
 }
 
 function windowWallMicros (record: RunRecord, w: WindowResult): number {

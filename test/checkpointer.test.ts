@@ -39,6 +39,15 @@ t.test('the writing connection never checkpoints; the background thread copies t
   t.equal(repository.list('team-3').tasks.length, 150, 'and reads see every task')
 })
 
+t.test('by default a file database gets the checkpoint thread; an in-memory one has no WAL and none', async (t) => {
+  const file = openDatabase({ path: join(t.testdir(), 'atlas.db') })
+  t.teardown(async () => { await file.close() })
+  t.equal(file.sqlite.pragma('wal_autocheckpoint', { simple: true }), 0, 'checkpoints are the thread\'s')
+  const memory = openDatabase({ path: ':memory:' })
+  t.teardown(async () => { await memory.close() })
+  t.equal(memory.sqlite.pragma('wal_autocheckpoint', { simple: true }), 1000, 'SQLite\'s default, untouched')
+})
+
 t.test('a checkpoint thread that dies hands checkpoints back to the writing connection', async (t) => {
   const path = join(t.testdir(), 'atlas.db')
   const database = openDatabase({ path, checkpointIntervalMs: 0 })
