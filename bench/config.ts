@@ -130,7 +130,8 @@ function checkSystem (name: string): SystemName {
   throw new Error(`unknown system ${JSON.stringify(name)}; expected atlas, socketio`)
 }
 
-function positive (flag: string, value: string | undefined): number | undefined {
+/** `--flag`'s value as a positive integer; undefined when the flag was not given. */
+export function positive (flag: string, value: string | undefined): number | undefined {
   return integerAtLeast(1, 'a positive integer', flag, value)
 }
 

@@ -88,11 +88,6 @@ class LoadGenerator {
     this.connected = 0
   }
 
-  /**
-   * One measured window: sample, send `count` at `rate`, wait for the deliveries, sample. What
-   * has not arrived within the drain time is given up to LATE_MS more, so a late delivery is
-   * told apart from a lost one.
-   */
   /** The plan's warm-up mutations at `rate`, as a window the figures leave out (none when warmup is 0). */
   async warmUp (windows: WindowResult[], rate: number): Promise<void> {
     if (this.plan.warmup === 0) return
@@ -100,6 +95,11 @@ class LoadGenerator {
     windows.push(await this.window(WARM_UP, this.plan.warmup, rate))
   }
 
+  /**
+   * One measured window: sample, send `count` at `rate`, wait for the deliveries, sample. What
+   * has not arrived within the drain time is given up to LATE_MS more, so a late delivery is
+   * told apart from a lost one.
+   */
   async window (name: string, count: number, rate: number): Promise<WindowResult> {
     await mark(`${name}:start`)
     this.tracker.openWindow(name, rate)

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { signToken } from '../examples/jwt-auth.js'
+import { positive } from './config.js'
 import { Mutator } from './mutator.js'
 import { freePort, killAllNow, spawnTracked, startRedis, stopAll, stopChild, waitForHttp } from './processes.js'
 import { sampleProcess } from './procstat.js'
@@ -31,18 +32,13 @@ interface Options { rates: number[], seconds: number, subjects: Subject[] }
 function parseOptions (argv: string[]): Options {
   const { values } = parseArgs({ args: argv, options: { rates: { type: 'string' }, seconds: { type: 'string' }, subjects: { type: 'string' }, help: { type: 'boolean' } } })
   if (values.help === true) { console.log(USAGE); process.exit(0) }
-  const positive = (text: string, what: string): number => {
-    const n = Number(text)
-    if (!Number.isInteger(n) || n <= 0) throw new Error(`request-cost: ${what} must be positive integers, got "${text}"\n${USAGE}`)
-    return n
-  }
   const subjects = (values.subjects ?? ALL_SUBJECTS.join(',')).split(',').map((name) => {
     if (!(ALL_SUBJECTS as readonly string[]).includes(name)) throw new Error(`request-cost: unknown subject "${name}" (bare, atlas, socketio)\n${USAGE}`)
     return name as Subject
   })
   return {
-    rates: (values.rates ?? '100,200,1000').split(',').map((r) => positive(r, '--rates')),
-    seconds: positive(values.seconds ?? '8', '--seconds'),
+    rates: (values.rates ?? '100,200,1000').split(',').map((rate) => positive('rates', rate) as number),
+    seconds: positive('seconds', values.seconds) ?? 8,
     subjects
   }
 }
@@ -56,8 +52,7 @@ async function startBare (): Promise<RunningSystem> {
 }
 
 /** CPU µs (user + kernel, and kernel alone) per answered request over one window at `rate`. */
-async function measure (running: RunningSystem | undefined, token: string, rate: number, count: number): Promise<{ cpu: number, kernel: number, ok: number }> {
-  if (running === undefined) throw new Error('request-cost: subject not started')
+async function measure (running: RunningSystem, token: string, rate: number, count: number): Promise<{ cpu: number, kernel: number, ok: number }> {
   const tracker = new DeliveryTracker(TEAMS.map(() => 0))
   const mutator = new Mutator(running.ports, TEAMS, token, tracker)
   try {
@@ -83,20 +78,21 @@ async function main (): Promise<void> {
   // One row per window, in the order run (a rate may be given twice, to see drift).
   const rows: Array<{ rate: number } & Partial<Record<Subject, { cpu: number, kernel: number }>>> = []
   const startedAt = new Date()
-  const running: Partial<Record<Subject, RunningSystem>> = {}
+  const started: Array<{ subject: Subject, running: RunningSystem }> = []
   try {
     console.log(`Request cost: one server process each, ${seconds} s per rate after ${WARM_UP} warm-up requests, subjects taking turns at each rate; redis-server at ${redis.url}`)
     for (const subject of subjects) {
-      running[subject] = subject === 'bare'
+      const running = subject === 'bare'
         ? await startBare()
         : await startSystem(subject, { databasePath: join(workDir, `${subject}.db`), redisUrl: redis.url, jwtSecret, processes: 1 })
-      await measure(running[subject], token, 1000, WARM_UP)
+      started.push({ subject, running })
+      await measure(running, token, 1000, WARM_UP)
     }
     for (const rate of rates) {
       const row: typeof rows[number] = { rate }
       rows.push(row)
-      for (const subject of subjects) {
-        const { cpu, kernel, ok } = await measure(running[subject], token, rate, rate * seconds)
+      for (const { subject, running } of started) {
+        const { cpu, kernel, ok } = await measure(running, token, rate, rate * seconds)
         row[subject] = { cpu, kernel }
         console.log(`  ${LABEL[subject].padEnd(26)} ${String(rate).padStart(5)}/s: ${cpu.toFixed(0).padStart(5)} µs per request (${kernel.toFixed(0)} kernel), ${ok} answered`)
       }

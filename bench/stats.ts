@@ -55,10 +55,15 @@ export interface Figures {
   steps?: Array<{ rate: number, achievedRate: number, p99Ms: number, delivered: number, expected: number, cpuMicrosPerDelivery: number | null }>
 }
 
+/** Every window of a run except warm-ups, which no figure counts. */
+function timedWindows (record: RunRecord): WindowResult[] {
+  return record.load.windows.filter((w) => w.name !== WARM_UP)
+}
+
 /** The windows whose figures stand for the run: saturation counts the steps that held, storm its reconnect. */
 function measuredWindows (record: RunRecord): WindowResult[] {
   const { saturation } = record.load
-  const windows = record.load.windows.filter((w) => w.name !== WARM_UP)
+  const windows = timedWindows(record)
   if (record.scenario === 'storm') return windows.filter((w) => w.name === 'storm')
   if (record.scenario === 'saturation' && saturation !== undefined) {
     const held = windows.filter((w) => w.rate <= saturation.highestHeldRate)
@@ -145,7 +150,7 @@ export function figuresOf (records: readonly RunRecord[]): Figures {
   if (saturations.length > 0) {
     figures.highestHeldRate = mean(saturations.map((s) => s.highestHeldRate))
     figures.stoppedBecause = saturations.map((s) => s.stoppedBecause).join('; ')
-    figures.steps = records.flatMap((r) => r.load.windows.filter((w) => w.name !== WARM_UP).map((w) => {
+    figures.steps = records.flatMap((r) => timedWindows(r).map((w) => {
       const cpu = windowCpu(r, w, 'servers')
       return { rate: w.rate, achievedRate: w.achievedRate, p99Ms: Histogram.fromJSON(w.latency).percentile(99) / 1000, delivered: w.delivered, expected: w.expected, cpuMicrosPerDelivery: w.delivered > 0 && cpu > 0 ? cpu / w.delivered : null }
     }))

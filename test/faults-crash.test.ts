@@ -37,7 +37,7 @@ t.test('an event committed by a process killed before publishing reaches the oth
   await onChild.closed
 
   const db = new Database(databasePath, { readonly: true })
-  t.teardown(async () => { await db.close() })
+  t.teardown(() => { db.close() })
   const row = db.prepare('select seq, published, payload from events where team_id = ? and seq = 3').get('red') as { seq: number, published: number, payload: string } | undefined
   t.ok(row !== undefined && JSON.parse(row.payload).task.title === 'crash here', 'the mutation committed: its event is seq 3 in the log')
   t.equal(row?.published, 0, 'and it was never published')

@@ -22,7 +22,7 @@ function inspect (t: { teardown (fn: () => unknown): void }, path: string): {
   payloads (team: string): string[]
 } {
   const db = new Database(path, { readonly: true })
-  t.teardown(async () => { await db.close() })
+  t.teardown(() => { db.close() })
   return {
     head: (team) => (db.prepare('select seq from team_sequences where team_id = ?').get(team) as { seq: number } | undefined)?.seq ?? 0,
     unpublished: () => (db.prepare('select count(*) as n from events where published = 0').get() as { n: number }).n,

@@ -64,7 +64,7 @@ t.test('close: 1001 to clients, upgrades refused, a publish in flight finishes a
   t.same(seqsOf(onStaying.events, 'red'), [1])
   t.equal((onStaying.events[0] as { task?: { title: string } }).task?.title, 'just before close')
   const db = new Database(databasePath, { readonly: true })
-  t.teardown(async () => { await db.close() })
+  t.teardown(() => { db.close() })
   t.same(db.prepare('select seq, published from events').all(), [{ seq: 1, published: 1 }], 'recorded as published: it will not be relayed again')
 
   t.match(await upgradeOutcome(closing.wsUrl, alice), /^refused/, 'an upgrade after close is refused')
