@@ -1,8 +1,9 @@
 import type { RawData, WebSocket } from 'ws'
 import type { Hub, HubClient } from './hub.js'
 import { CloseCode, ErrorCode, PROTOCOL_VERSION, parseClientFrame, type ClientFrame, type ServerControlFrame } from './protocol.js'
-import { corked, writeSharedFrame, type SharedFrame } from './shared-frame.js'
-import type { Principal } from './types.js'
+import { backlogged, corked, SharedFrame, whenDrained, writeSharedFrame } from './shared-frame.js'
+import { TokenBucket } from './token-bucket.js'
+import type { LoggedEvent, Principal } from './types.js'
 
 export interface ClientConnectionOptions {
   /** Bytes a socket may have queued unsent before it is cut off as a slow consumer. */
@@ -11,7 +12,14 @@ export interface ClientConnectionOptions {
   maxInvalidFrames: number
   /** How long a cut-off socket gets to take its close frame before it is destroyed. */
   closeGraceMs: number
+  /** Protocol ping interval; also how long a replay waits for the socket to take a page before cutting it off. */
   heartbeatMs: number
+  /** Client frames per second, steady rate; beyond it frames are refused with `rate_limited`. */
+  maxFramesPerSecond: number
+  /** Client frames a connection may send at once above the steady rate. */
+  frameBurst: number
+  /** Bytes of replayed events per minute per connection; a resume beyond it is told to resync. */
+  replayBytesPerMinute: number
 }
 
 const TEXT = { binary: false } as const
@@ -28,8 +36,12 @@ export class ClientConnection implements HubClient {
   readonly #options: ClientConnectionOptions
   readonly #teams = new Set<string>()
   readonly #allowed: ReadonlySet<string>
+  readonly #frames: TokenBucket
+  readonly #replayBytes: TokenBucket
   #invalidFrames = 0
   #closed = false
+  /** Resolves when the socket has closed, however it closed. */
+  readonly ended: Promise<void>
   /** Set by the heartbeat each round, cleared by a pong. */
   awaitingPong = false
 
@@ -38,10 +50,13 @@ export class ClientConnection implements HubClient {
     this.#hub = hub
     this.#options = options
     this.#allowed = new Set(principal.teams)
+    this.#frames = new TokenBucket(options.frameBurst, options.maxFramesPerSecond)
+    this.#replayBytes = new TokenBucket(options.replayBytesPerMinute, options.replayBytesPerMinute / 60)
     // Attached before anything awaits, so no early frame is missed.
     socket.on('message', this.#onMessage)
     socket.on('pong', this.#onPong)
     socket.once('close', this.#onClose)
+    this.ended = new Promise((resolve) => { socket.once('close', () => { resolve() }) })
     socket.on('error', this.#onError)
   }
 
@@ -54,8 +69,32 @@ export class ClientConnection implements HubClient {
     this.#subscribe(teams, since)
   }
 
-  batch (fn: () => void): void {
-    corked(this.#socket, fn)
+  sendReplayed (events: readonly LoggedEvent[]): number {
+    if (this.#closed || this.#socket.readyState !== OPEN) return 0
+    // No slow-consumer check here: the replay writes only what the socket's own buffer takes
+    // and waits for it to drain (drained()), so its backlog stays within one buffer's worth.
+    let written = 0
+    corked(this.#socket, () => {
+      for (const event of events) {
+        writeSharedFrame(this.#socket, new SharedFrame(event.payload))
+        written++
+        if (backlogged(this.#socket)) break
+      }
+    })
+    return written
+  }
+
+  async drained (): Promise<boolean> {
+    if (this.#closed) return false
+    if (!backlogged(this.#socket)) return true
+    if (await whenDrained(this.#socket, this.#options.heartbeatMs)) return !this.#closed
+    // Took nothing for a whole heartbeat: not a reader that keeps up.
+    if (!this.#closed) this.#cutOff()
+    return false
+  }
+
+  chargeReplay (bytes: number): boolean {
+    return this.#replayBytes.take(bytes)
   }
 
   sendEvent (frame: SharedFrame): void {
@@ -81,6 +120,11 @@ export class ClientConnection implements HubClient {
     if (this.#socket.readyState === OPEN) this.#socket.close(code, reason)
   }
 
+  /** Destroys the connection at once, without a close handshake. */
+  terminate (): void {
+    this.#socket.terminate()
+  }
+
   #writable (): boolean {
     if (this.#closed || this.#socket.readyState !== OPEN) return false
     if (this.#socket.bufferedAmount <= this.#options.maxBufferedBytes) return true
@@ -95,22 +139,25 @@ export class ClientConnection implements HubClient {
     setTimeout(() => { this.#socket.terminate() }, this.#options.closeGraceMs).unref()
   }
 
-  #subscribe (teams: readonly string[], since: ReadonlyMap<string, number> | Readonly<Record<string, number>>): void {
+  #subscribe (teams: readonly string[], since: ReadonlyMap<string, number>): void {
     for (const teamId of teams) {
       if (!this.#allowed.has(teamId)) {
-        this.#error(ErrorCode.FORBIDDEN_TEAM, `Not a member of team ${teamId}`)
+        // Counted as invalid: a client has no honest reason to keep naming teams it is not in.
+        this.#invalid(ErrorCode.FORBIDDEN_TEAM, `Not a member of team ${teamId}`)
+        if (this.#socket.readyState !== OPEN) return
         continue
       }
       this.#teams.add(teamId)
-      const from = since instanceof Map ? since.get(teamId) : (since as Record<string, number>)[teamId]
-      this.#hub.join(this, teamId, from).catch(this.#onError)
+      this.#hub.join(this, teamId, since.get(teamId)).catch(this.#onError)
     }
   }
 
   #dispatch (frame: ClientFrame): void {
     switch (frame.type) {
       case 'subscribe':
-        this.#subscribe(frame.teams, frame.since ?? {})
+        // A Map, never the parsed object: a team called `constructor` or `__proto__` would
+        // otherwise read Object.prototype's members as its seq.
+        this.#subscribe(frame.teams, new Map(Object.entries(frame.since ?? {})))
         break
       case 'unsubscribe':
         for (const teamId of frame.teams) {
@@ -143,6 +190,12 @@ export class ClientConnection implements HubClient {
   }
 
   readonly #onMessage = (data: RawData, isBinary: boolean): void => {
+    // Closing (too many invalid frames, cut off): what the client still sends is not even parsed.
+    if (this.#closed || this.#socket.readyState !== OPEN) return
+    if (!this.#frames.take()) {
+      this.#invalid(ErrorCode.RATE_LIMITED, `Too many frames: at most ${this.#options.maxFramesPerSecond} per second`)
+      return
+    }
     if (isBinary) {
       this.#invalid(ErrorCode.BINARY_UNSUPPORTED, 'Binary frames are not supported; send JSON text frames')
       return

@@ -12,8 +12,22 @@ export interface HubClient {
   /** Sends an event frame. The same frame is handed to every client of the team: do not change it. */
   sendEvent (frame: SharedFrame): void
   sendControl (frame: ServerControlFrame): void
-  /** Optional: runs `fn` so that everything it sends leaves in one write (a replay page). */
-  batch? (fn: () => void): void
+  /**
+   * Optional, for a replay paced by the client: writes events from the start of `events` in one
+   * write, as many as the client takes before its buffer is full (at least one while it is open),
+   * and returns how many it wrote. Without it, replayed events go through `sendEvent`.
+   */
+  sendReplayed? (events: readonly LoggedEvent[]): number
+  /**
+   * Optional: resolves true once the client can take more replayed events, false when it was
+   * closed or cut off meanwhile.
+   */
+  drained? (): Promise<boolean>
+  /**
+   * Optional: charges `bytes` of replayed events to the client's replay budget; false (and
+   * nothing charged) when the budget cannot take them now.
+   */
+  chargeReplay? (bytes: number): boolean
 }
 
 export interface HubLogger {
@@ -43,6 +57,12 @@ export interface HubOptions {
 /** The local subscribers of one team and how far this instance has delivered the team's log. */
 class TeamStream {
   readonly clients = new Set<HubClient>()
+  /**
+   * Clients whose replay is still running, each with a token of that replay: they get no live
+   * events (the replay reads them from the log) until the replay hands them over to `clients`.
+   * A later join or a leave replaces or removes the token, which stops the older replay.
+   */
+  readonly replaying = new Map<HubClient, object>()
   /** Highest seq handed to the clients; every seq up to it was handed out, in order. */
   delivered = 0
   ready = false
@@ -51,6 +71,7 @@ class TeamStream {
 }
 
 const CATCH_UP_PAGE = 500
+/** Events read from the log per replay step; the client's buffer decides how many are written at once. */
 const REPLAY_PAGE = 100
 /** How often published marks are written (one transaction for all of them); well under relayGraceMs. */
 const PUBLISHED_FLUSH_MS = 200
@@ -112,18 +133,20 @@ export class Hub {
     this.#relay(EVERYTHING)
   }
 
-  /** Number of teams with local subscribers, and of subscriptions. */
+  /** Number of teams with local subscribers, and of subscriptions (live or still replaying). */
   get stats (): { teams: number, subscriptions: number } {
     let subscriptions = 0
-    for (const stream of this.#teams.values()) subscriptions += stream.clients.size
+    for (const stream of this.#teams.values()) subscriptions += stream.clients.size + stream.replaying.size
     return { teams: this.#teams.size, subscriptions }
   }
 
   /**
    * Subscribes `client` to a team's events. With `since` (the last seq the client holds) it is
-   * first sent every later event from the log, then live ones; the seam has neither gap nor
-   * duplicate because replay and joining happen in one synchronous step. Ends with a
-   * `subscribed` frame, or a `resync` when the log cannot serve `since`.
+   * first sent every later event from the log, then live ones, and then the `subscribed` frame
+   * (or a `resync` when the log cannot serve `since`). The replay is paced by the client: a page
+   * at a time, each written only once the client took the one before, and never more than one
+   * page per turn of the event loop, so a long replay neither cuts off a reader that keeps up
+   * nor holds up the other clients. Resolves when the client is live (or gone).
    */
   async join (client: HubClient, teamId: string, since?: number): Promise<void> {
     if (this.#closed) return
@@ -142,30 +165,28 @@ export class Hub {
       client.sendControl({ type: 'subscribed', teamId, seq: stream.delivered, replayed: 0 })
       return
     }
-    // From here to the end nothing awaits: no event can slip between replay and live delivery.
     const { head, prunedThrough } = this.#repository.history(teamId)
     if (head > stream.delivered) this.#catchUp(teamId, stream)
     let resync: ResyncReason | undefined
-    let replayed = 0
     if (since !== undefined) {
       if (since > head) resync = 'ahead_of_log'
       else if (since < prunedThrough) resync = 'history_pruned'
       else if (stream.delivered - since > this.#maxReplay) resync = 'too_far_behind'
-      else {
-        const sent = this.#replay(client, teamId, since, stream.delivered)
-        if (sent === undefined) resync = 'history_pruned'
-        else replayed = sent
-      }
     }
-    stream.clients.add(client)
-    if (resync !== undefined) client.sendControl({ type: 'resync', teamId, seq: stream.delivered, reason: resync })
-    else client.sendControl({ type: 'subscribed', teamId, seq: stream.delivered, replayed })
+    if (since === undefined || resync !== undefined || since === stream.delivered) {
+      this.#goLive(client, teamId, stream, resync, 0)
+      return
+    }
+    const token = {}
+    stream.replaying.set(client, token)
+    await this.#replay(client, teamId, stream, token, since)
   }
 
   leave (client: HubClient, teamId: string): void {
     const stream = this.#teams.get(teamId)
     if (stream === undefined) return
     stream.clients.delete(client)
+    stream.replaying.delete(client)
     this.#releaseIfIdle(teamId, stream)
   }
 
@@ -226,7 +247,7 @@ export class Hub {
   }
 
   #releaseIfIdle (teamId: string, stream: TeamStream): void {
-    if (stream.clients.size > 0 || stream.pendingJoins > 0 || this.#teams.get(teamId) !== stream) return
+    if (stream.clients.size > 0 || stream.replaying.size > 0 || stream.pendingJoins > 0 || this.#teams.get(teamId) !== stream) return
     this.#teams.delete(teamId)
     if (!this.#closed) {
       this.#broker.unsubscribe(teamId).catch((err: unknown) => { this.#log.warn({ err, teamId }, 'atlas: broker unsubscribe failed') })
@@ -265,21 +286,57 @@ export class Hub {
     }
   }
 
-  /** Sends the events after `since` up to `through`; undefined when the log has a hole there. */
-  #replay (client: HubClient, teamId: string, since: number, through: number): number | undefined {
+  /**
+   * Hands `client` over from replay to live delivery with its `subscribed` (or `resync`) frame.
+   * Synchronous: an event delivered just before is in what was replayed, one delivered just
+   * after goes to the client live.
+   */
+  #goLive (client: HubClient, teamId: string, stream: TeamStream, resync: ResyncReason | undefined, replayed: number): void {
+    stream.replaying.delete(client)
+    stream.clients.add(client)
+    if (resync !== undefined) client.sendControl({ type: 'resync', teamId, seq: stream.delivered, reason: resync })
+    else client.sendControl({ type: 'subscribed', teamId, seq: stream.delivered, replayed })
+  }
+
+  /**
+   * Sends the events after `since` up to what the stream delivered (a target that moves while
+   * live events arrive), then goes live. Stops as soon as the client left, was cut off, joined
+   * again or the hub closed; a hole in the log (pruned meanwhile) or a spent replay budget ends
+   * it with a resync instead.
+   */
+  async #replay (client: HubClient, teamId: string, stream: TeamStream, token: object, since: number): Promise<void> {
+    const current = (): boolean => !this.#closed && !client.closed && stream.replaying.get(client) === token && this.#teams.get(teamId) === stream
     let last = since
-    while (last < through) {
-      const page = this.#repository.eventsAfter(teamId, last, Math.min(REPLAY_PAGE, through - last))
+    while (last < stream.delivered) {
+      const page = this.#repository.eventsAfter(teamId, last, Math.min(REPLAY_PAGE, stream.delivered - last))
       // Another process pruned after history() was read: never hand on a hole.
-      if (page.length === 0 || page[0].seq !== last + 1) return undefined
-      // One write per page instead of one per event; pages stay small so that, between them,
-      // the kernel takes what it can and a long replay is not mistaken for a slow consumer.
-      const send = (): void => { for (const event of page) client.sendEvent(new SharedFrame(event.payload)) }
-      if (client.batch !== undefined) client.batch(send)
-      else send()
+      if (page.length === 0 || page[0].seq !== last + 1) return this.#goLive(client, teamId, stream, 'history_pruned', 0)
+      if (client.chargeReplay !== undefined && !client.chargeReplay(pageBytes(page))) {
+        return this.#goLive(client, teamId, stream, 'replay_limited', 0)
+      }
+      for (let rest: readonly LoggedEvent[] = page; rest.length > 0;) {
+        const written = this.#sendReplayed(client, rest)
+        rest = rest.slice(written)
+        if (client.drained !== undefined && !await client.drained()) return this.#abandon(client, teamId, stream, token)
+        // One page per turn at most: whatever else is waiting (other sockets, requests) goes first.
+        await new Promise((resolve) => setImmediate(resolve))
+        if (!current()) return this.#abandon(client, teamId, stream, token)
+      }
       last = page[page.length - 1].seq
     }
-    return last - since
+    this.#goLive(client, teamId, stream, undefined, last - since)
+  }
+
+  /** A replay that ends without going live leaves nothing behind: no entry, no idle stream. */
+  #abandon (client: HubClient, teamId: string, stream: TeamStream, token: object): void {
+    if (stream.replaying.get(client) === token) stream.replaying.delete(client)
+    this.#releaseIfIdle(teamId, stream)
+  }
+
+  #sendReplayed (client: HubClient, events: readonly LoggedEvent[]): number {
+    if (client.sendReplayed !== undefined) return Math.max(1, client.sendReplayed(events))
+    for (const event of events) client.sendEvent(new SharedFrame(event.payload))
+    return events.length
   }
 
   /** After a broker reconnect: catch every stream up from the log and relay the outbox. */
@@ -373,4 +430,10 @@ export class Hub {
       this.#log.warn({ err }, 'atlas: marking events published failed')
     }
   }
+}
+
+function pageBytes (page: readonly LoggedEvent[]): number {
+  let bytes = 0
+  for (const event of page) bytes += Buffer.byteLength(event.payload)
+  return bytes
 }

@@ -13,12 +13,13 @@ export const ErrorCode = {
   INVALID_FRAME: 'invalid_frame',
   UNKNOWN_TYPE: 'unknown_type',
   BINARY_UNSUPPORTED: 'binary_unsupported',
-  FORBIDDEN_TEAM: 'forbidden_team'
+  FORBIDDEN_TEAM: 'forbidden_team',
+  RATE_LIMITED: 'rate_limited'
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 
 /** Why the server asks a client to refetch instead of resuming. */
-export type ResyncReason = 'history_pruned' | 'ahead_of_log' | 'too_far_behind'
+export type ResyncReason = 'history_pruned' | 'ahead_of_log' | 'too_far_behind' | 'replay_limited'
 
 const Seq = Type.Integer({ minimum: 0 })
 const Teams = Type.Array(TeamId, { minItems: 1, maxItems: 100, uniqueItems: true })

@@ -4,16 +4,29 @@ import type { Hub } from './hub.js'
 import { CloseCode } from './protocol.js'
 import type { Principal } from './types.js'
 
-export type RealtimeServerOptions = ClientConnectionOptions
+export interface RealtimeServerOptions extends ClientConnectionOptions {
+  /** Open connections this instance accepts in all. */
+  maxConnections: number
+  /** Open connections of one user (principal's userId) on this instance. */
+  maxConnectionsPerUser: number
+  /** At shutdown, how long sockets get to answer the 1001 close frame before they are destroyed. */
+  shutdownGraceMs: number
+}
+
+/** Why a new connection is refused: the instance is full, or the user holds too many. */
+export type Refusal = 'server_full' | 'user_limit'
 
 /**
- * The live connections of one instance: accepts authenticated sockets, runs one heartbeat
- * timer for all of them (not one per socket), and closes them all with 1001 at shutdown.
+ * The live connections of one instance: admits and accepts authenticated sockets within the
+ * connection limits, runs one heartbeat timer for all of them (not one per socket), and closes
+ * them all with 1001 at shutdown, destroying within a deadline those that never answer.
  */
 export class RealtimeServer {
   readonly #hub: Hub
   readonly #options: RealtimeServerOptions
   readonly #connections = new Set<ClientConnection>()
+  /** Open connections per user id (a Map: user ids are the integrator's, any string). */
+  readonly #perUser = new Map<string, number>()
   readonly #heartbeat: NodeJS.Timeout
 
   constructor (hub: Hub, options: RealtimeServerOptions) {
@@ -32,17 +45,56 @@ export class RealtimeServer {
 
   get connectionCount (): number { return this.#connections.size }
 
-  accept (socket: WebSocket, principal: Principal, teams: readonly string[], since: ReadonlyMap<string, number>): ClientConnection {
+  /** Whether one more connection may open now: undefined, or why not. Without a principal, only the overall limit. */
+  refusal (principal?: Principal): Refusal | undefined {
+    if (this.#connections.size >= this.#options.maxConnections) return 'server_full'
+    if (principal !== undefined && (this.#perUser.get(principal.userId) ?? 0) >= this.#options.maxConnectionsPerUser) return 'user_limit'
+    return undefined
+  }
+
+  /**
+   * Takes an upgraded socket. The upgrade was admitted with `refusal()`; when concurrent upgrades
+   * passed that check together and the limit is reached meanwhile, the socket is closed with
+   * 1013 (try again later) instead.
+   */
+  accept (socket: WebSocket, principal: Principal, teams: readonly string[], since: ReadonlyMap<string, number>): ClientConnection | undefined {
+    const refused = this.refusal(principal)
+    if (refused !== undefined) {
+      socket.close(CloseCode.TRY_AGAIN_LATER, refused === 'server_full' ? 'server at its connection limit' : 'too many connections for this user')
+      return undefined
+    }
     const connection = new ClientConnection(socket, principal, this.#hub, this.#options)
+    const { userId } = principal
     this.#connections.add(connection)
-    socket.once('close', () => { this.#connections.delete(connection) })
+    this.#perUser.set(userId, (this.#perUser.get(userId) ?? 0) + 1)
+    socket.once('close', () => {
+      this.#connections.delete(connection)
+      const left = (this.#perUser.get(userId) ?? 1) - 1
+      if (left === 0) this.#perUser.delete(userId)
+      else this.#perUser.set(userId, left)
+    })
     connection.start(teams, since)
     return connection
   }
 
-  /** Tells every client the server is going away (1001) so it reconnects elsewhere and resumes. */
-  close (): void {
+  /**
+   * Tells every client the server is going away (1001) so it reconnects elsewhere and resumes;
+   * resolves once all are closed, destroying after `shutdownGraceMs` those that never answered
+   * (ws alone would wait 30 s for each).
+   */
+  async close (): Promise<void> {
     clearInterval(this.#heartbeat)
-    for (const connection of this.#connections) connection.close(CloseCode.GOING_AWAY, 'server shutting down')
+    const open = [...this.#connections]
+    if (open.length === 0) return
+    const closed = Promise.all(open.map(async (connection) => { await connection.ended }))
+    for (const connection of open) connection.close(CloseCode.GOING_AWAY, 'server shutting down')
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<'deadline'>((resolve) => { timer = setTimeout(() => { resolve('deadline') }, this.#options.shutdownGraceMs) })
+    const outcome = await Promise.race([closed, deadline])
+    clearTimeout(timer)
+    if (outcome === 'deadline') {
+      for (const connection of this.#connections) connection.terminate()
+      await closed
+    }
   }
 }

@@ -59,6 +59,35 @@ export function writeSharedFrame (socket: WebSocket, frame: SharedFrame): void {
   }
 }
 
+/**
+ * Whether the socket's own write buffer is full (Node's highWaterMark): more written now would
+ * only pile up in this process's memory. 'drain' follows once the kernel took it.
+ */
+export function backlogged (socket: WebSocket): boolean {
+  return (socket as unknown as WsInternals)._socket?.writableNeedDrain === true
+}
+
+/**
+ * Resolves true on the socket's next 'drain', false when it closes first or `timeoutMs` passes.
+ */
+export async function whenDrained (socket: WebSocket, timeoutMs: number): Promise<boolean> {
+  const raw = (socket as unknown as WsInternals)._socket
+  if (raw === undefined || raw.destroyed) return false
+  return await new Promise<boolean>((resolve) => {
+    const done = (drained: boolean): void => {
+      clearTimeout(timer)
+      raw.off('drain', onDrain)
+      raw.off('close', onClose)
+      resolve(drained)
+    }
+    const onDrain = (): void => { done(true) }
+    const onClose = (): void => { done(false) }
+    const timer = setTimeout(() => { done(false) }, timeoutMs)
+    raw.once('drain', onDrain)
+    raw.once('close', onClose)
+  })
+}
+
 /** Runs `fn` with the socket's TCP stream corked, so every frame it writes leaves in one write. */
 export function corked (socket: WebSocket, fn: () => void): void {
   const raw = (socket as unknown as WsInternals)._socket

@@ -1,9 +1,10 @@
 import fp from 'fastify-plugin'
-import type { FastifyPluginAsync } from 'fastify'
+import { STATUS_CODES } from 'node:http'
+import type { FastifyPluginAsync, FastifyReply } from 'fastify'
 import { parseConnectQuery } from '../lib/protocol.js'
 import { RealtimeServer } from '../lib/realtime-server.js'
 import { requireTeam } from './auth.js'
-import { checkPositiveInteger, checkString } from './options.js'
+import { checkPositiveInteger, checkString, optionError } from './options.js'
 
 export interface AtlasWebSocketOptions {
   /** Route of the WebSocket endpoint (default `/realtime`). */
@@ -16,7 +17,41 @@ export interface AtlasWebSocketOptions {
   maxInvalidFrames?: number
   /** How long a cut-off slow socket gets for its close frame before it is destroyed (default 2000 ms). */
   closeGraceMs?: number
+  /** Client frames per second per connection, steady rate; excess frames get `rate_limited` (default 20). */
+  maxFramesPerSecond?: number
+  /** Client frames a connection may send at once above the steady rate (default 60). */
+  frameBurst?: number
+  /** Bytes of replayed events per minute per connection; a resume beyond it gets `resync` `replay_limited` (default 32 MiB). */
+  replayBytesPerMinute?: number
+  /** Open connections this instance accepts; the next upgrade gets 503 (default 20000). */
+  maxConnections?: number
+  /** Open connections of one user on this instance; the next upgrade gets 429 (default 32). */
+  maxConnectionsPerUser?: number
+  /** At shutdown, how long sockets get to answer the 1001 close frame before they are destroyed (default 5000 ms). */
+  shutdownGraceMs?: number
+  /**
+   * Origins (`https://app.example.com`) whose pages may open the socket, besides the server's own
+   * origin; `['*']` allows every origin. Upgrades from any other origin get 403. Clients that
+   * send no Origin header (not browsers) are always allowed (default: none, same origin only).
+   */
+  allowedOrigins?: readonly string[]
 }
+
+/** The defaults, in one place. */
+export const WEBSOCKET_DEFAULTS = {
+  path: '/realtime',
+  maxBufferedBytes: 1024 * 1024,
+  heartbeatMs: 30_000,
+  maxInvalidFrames: 20,
+  closeGraceMs: 2000,
+  maxFramesPerSecond: 20,
+  frameBurst: 60,
+  replayBytesPerMinute: 32 * 1024 * 1024,
+  maxConnections: 20_000,
+  maxConnectionsPerUser: 32,
+  shutdownGraceMs: 5000,
+  allowedOrigins: [] as readonly string[]
+} as const
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -31,12 +66,23 @@ export const RECOMMENDED_MAX_PAYLOAD = 64 * 1024
 
 const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastify, options) => {
   checkString(NAME, 'path', options.path, { pattern: /^\// })
+  const positive = (name: Exclude<keyof typeof WEBSOCKET_DEFAULTS, 'path' | 'allowedOrigins'>, allowZero = false): number =>
+    checkPositiveInteger(NAME, name, options[name], { allowZero }) ?? WEBSOCKET_DEFAULTS[name]
   const realtime = new RealtimeServer(fastify.atlasHub, {
-    maxBufferedBytes: checkPositiveInteger(NAME, 'maxBufferedBytes', options.maxBufferedBytes) ?? 1024 * 1024,
-    heartbeatMs: checkPositiveInteger(NAME, 'heartbeatMs', options.heartbeatMs) ?? 30_000,
-    maxInvalidFrames: checkPositiveInteger(NAME, 'maxInvalidFrames', options.maxInvalidFrames, { allowZero: true }) ?? 20,
-    closeGraceMs: checkPositiveInteger(NAME, 'closeGraceMs', options.closeGraceMs) ?? 2000
+    maxBufferedBytes: positive('maxBufferedBytes'),
+    heartbeatMs: positive('heartbeatMs'),
+    maxInvalidFrames: positive('maxInvalidFrames', true),
+    closeGraceMs: positive('closeGraceMs'),
+    maxFramesPerSecond: positive('maxFramesPerSecond'),
+    frameBurst: positive('frameBurst'),
+    replayBytesPerMinute: positive('replayBytesPerMinute'),
+    maxConnections: positive('maxConnections'),
+    maxConnectionsPerUser: positive('maxConnectionsPerUser'),
+    shutdownGraceMs: positive('shutdownGraceMs', true)
   })
+  const originAllowed = originCheck(options.allowedOrigins ?? WEBSOCKET_DEFAULTS.allowedOrigins)
+  // A refused upgrade is told when to try again: by then a heartbeat round has dropped dead sockets.
+  const retryAfter = String(Math.ceil(positive('heartbeatMs') / 1000))
   const maxPayload = fastify.websocketServer.options.maxPayload ?? 0
   if (maxPayload === 0 || maxPayload > RECOMMENDED_MAX_PAYLOAD) {
     // Only happens when the integrator registered @fastify/websocket without maxPayload:
@@ -46,21 +92,31 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
   }
   fastify.decorate('atlasRealtime', realtime)
   // preClose, not onClose: clients get their 1001 while the hub can still finish publishing.
-  fastify.addHook('preClose', async () => { realtime.close() })
+  fastify.addHook('preClose', async () => { await realtime.close() })
 
   // What preValidation parsed, handed to the socket handler without parsing twice.
   const connectQueries = new WeakMap<object, { teams: string[] | undefined, since: Map<string, number> }>()
 
-  fastify.get(options.path ?? '/realtime', {
+  fastify.get(options.path ?? WEBSOCKET_DEFAULTS.path, {
     websocket: true,
     // Runs before the upgrade: a refused request gets a real HTTP status and no socket opens.
+    // Cheapest checks first: a foreign page or a full instance costs no authentication.
     preValidation: async (request, reply) => {
+      if (!originAllowed(request.headers.origin, request.host)) {
+        return await refuse(reply, 403, 'FORBIDDEN_ORIGIN', `Origin ${String(request.headers.origin).slice(0, 200)} may not open this socket`)
+      }
+      if (realtime.refusal() !== undefined) {
+        return await refuse(reply.header('retry-after', retryAfter), 503, 'SERVER_FULL', 'This instance is at its connection limit; try again later')
+      }
       const principal = await fastify.atlasRequirePrincipal(request, reply)
       if (principal === null) return reply
       const query = parseConnectQuery(request.query as Record<string, unknown>)
-      if (!query.ok) return reply.code(400).send({ statusCode: 400, code: 'INVALID_QUERY', error: 'Bad Request', message: query.message })
+      if (!query.ok) return await refuse(reply, 400, 'INVALID_QUERY', query.message)
       for (const teamId of query.teams ?? []) {
         if (!await requireTeam(principal, teamId, reply)) return reply
+      }
+      if (realtime.refusal(principal) !== undefined) {
+        return await refuse(reply.header('retry-after', retryAfter), 429, 'TOO_MANY_CONNECTIONS', `At most ${positive('maxConnectionsPerUser')} connections per user on this instance`)
       }
       connectQueries.set(request, query)
     }
@@ -77,6 +133,33 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
     if (principal === null || query === undefined) return socket.terminate()
     realtime.accept(socket, principal, query.teams ?? principal.teams, query.since)
   })
+}
+
+async function refuse (reply: FastifyReply, statusCode: number, code: string, message: string): Promise<FastifyReply> {
+  return await reply.code(statusCode).send({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
+}
+
+/**
+ * The Origin rule: no Origin header (not a browser), the server's own origin, or a listed one.
+ * Browsers send cookies with a WebSocket upgrade to any site, so without this check a page on
+ * another origin could open the socket with the user's session (cross-site WebSocket hijacking).
+ */
+function originCheck (allowed: readonly string[]): (origin: string | undefined, host: string) => boolean {
+  if (!Array.isArray(allowed) || !allowed.every((o) => typeof o === 'string')) {
+    throw optionError(NAME, `option allowedOrigins must be an array of origins (got ${JSON.stringify(allowed)})`)
+  }
+  if (allowed.includes('*')) return () => true
+  const listed = new Set(allowed.map((origin) => {
+    const parsed = URL.canParse(origin) ? new URL(origin) : undefined
+    if (parsed === undefined || parsed.origin === 'null') throw optionError(NAME, `option allowedOrigins: ${JSON.stringify(origin)} is not an origin like https://app.example.com`)
+    return parsed.origin
+  }))
+  return (origin, host) => {
+    if (origin === undefined) return true
+    if (!URL.canParse(origin)) return false
+    const parsed = new URL(origin)
+    return parsed.host === host.toLowerCase() || listed.has(parsed.origin)
+  }
 }
 
 export const atlasWebSocket = fp(websocketPlugin, {
