@@ -20,6 +20,8 @@ export const CloseCode = {
   MESSAGE_TOO_BIG: 1009,
   /** The client did not read fast enough; its backlog passed the server's limit. Reconnect and resume. */
   SLOW_CONSUMER: 4008,
+  /** The instance is at its connection limit (a race the upgrade's 429/503 did not catch): retry later. */
+  TRY_AGAIN_LATER: 1013,
   /** Not sent by the server: the client closed a socket it found dead (no pong in time). */
   HEARTBEAT_TIMEOUT: 4000
 } as const
