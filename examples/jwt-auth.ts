@@ -1,13 +1,32 @@
 import { SignJWT, jwtVerify } from 'jose'
 import type { FastifyRequest } from 'fastify'
+import { isTeamId } from '../lib/schemas.js'
 import type { Principal } from '../lib/types.js'
+
+export interface JwtAuthOptions {
+  /**
+   * Longest lifetime accepted, in seconds: `exp` minus `iat` (or minus now, when `iat` is absent
+   * or in the future). Default 24 h: a day's work on one token (the demo tokens last 12 h),
+   * and a leaked token is worth a day at most.
+   */
+  maxLifetimeSeconds?: number
+}
+
+/** Default of `JwtAuthOptions.maxLifetimeSeconds`. */
+export const MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600
 
 /**
  * The example's authenticate: HS256 JWTs with claims `sub` (user id) and `teams` (team ids),
  * from `Authorization: Bearer …`, or on the WebSocket upgrade from `?access_token=…` because
  * browsers cannot set headers on a WebSocket.
+ *
+ * A token is refused (null) unless it carries `exp`, lives at most `maxLifetimeSeconds`, has a
+ * non-empty `sub` and only team ids of the protocol's pattern: a token that never expires
+ * cannot be taken back, and team ids end up in Redis channel names.
  */
-export function jwtAuthenticator (secret: string): (request: FastifyRequest) => Promise<Principal | null> {
+export function jwtAuthenticator (secret: string, options: JwtAuthOptions = {}): (request: FastifyRequest) => Promise<Principal | null> {
+  const maxLifetime = options.maxLifetimeSeconds ?? MAX_TOKEN_LIFETIME_SECONDS
+  if (!Number.isSafeInteger(maxLifetime) || maxLifetime <= 0) throw new TypeError(`jwtAuthenticator: maxLifetimeSeconds must be a positive integer (got ${maxLifetime})`)
   // Imported once: given raw bytes, jose imports the HMAC key again on every verify.
   const key = crypto.subtle.importKey('raw', new TextEncoder().encode(secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify'])
   // A client sends the same token on every request until it expires: its signature is checked
@@ -23,12 +42,16 @@ export function jwtAuthenticator (secret: string): (request: FastifyRequest) => 
     }
     try {
       const { payload } = await jwtVerify(token, await key, { algorithms: ['HS256'] })
-      const { sub, teams, exp } = payload
-      if (typeof sub !== 'string' || !Array.isArray(teams) || !teams.every((t) => typeof t === 'string')) return null
-      const principal: Principal = { userId: sub, teams, expiresAt: exp === undefined ? undefined : exp * 1000 }
+      const { sub, teams, exp, iat } = payload
+      if (typeof sub !== 'string' || sub === '' || !Array.isArray(teams) || !teams.every(isTeamId)) return null
+      // jwtVerify checked that exp, when present, has not passed; it must be present here.
+      if (typeof exp !== 'number') return null
+      const nowSeconds = Date.now() / 1000
+      const issuedAt = typeof iat === 'number' ? Math.min(iat, nowSeconds) : nowSeconds
+      if (exp - issuedAt > maxLifetime) return null
+      const principal: Principal = { userId: sub, teams, expiresAt: exp * 1000 }
       if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value as string)
-      // A token without an expiry is verified every time rather than trusted forever.
-      if (principal.expiresAt !== undefined) verified.set(token, principal)
+      verified.set(token, principal)
       return principal
     } catch {
       return null

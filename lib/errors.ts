@@ -33,3 +33,24 @@ export class InvalidTaskError extends AtlasError {
     super(message, 'INVALID_TASK', 400)
   }
 }
+
+/** A list cursor that this server did not hand out (or that was altered). */
+export class InvalidCursorError extends AtlasError {
+  constructor () {
+    super('cursor is not one this server handed out: start again without it', 'INVALID_CURSOR', 400)
+  }
+}
+
+/** A page size outside what the list accepts. */
+export class InvalidLimitError extends AtlasError {
+  constructor (readonly max: number) {
+    super(`limit must be an integer from 1 to ${max}`, 'INVALID_LIMIT', 400)
+  }
+}
+
+/** Too many requests of one kind in a window; `retryAfterSeconds` says when to try again. */
+export class RateLimitedError extends AtlasError {
+  constructor (message: string, code: 'RATE_LIMITED' | 'AUTH_RATE_LIMITED', readonly retryAfterSeconds: number) {
+    super(message, code, 429)
+  }
+}

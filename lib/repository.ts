@@ -4,6 +4,7 @@ import { and, asc, eq, lt, lte, sql } from 'drizzle-orm'
 import type { AtlasDatabase } from './db/open.js'
 import { events, mutations, tasks, teamSequences, type TaskRow } from './db/schema.js'
 import { InvalidTaskError, MutationIdConflictError, PreconditionFailedError, TaskNotFoundError } from './errors.js'
+import { isWellFormed } from './schemas.js'
 import type { LoggedEvent, Task, TaskEvent, TaskField, TaskInput, TaskPatch } from './types.js'
 
 /** Who makes a mutation and under which conditions. */
@@ -319,8 +320,18 @@ function canonicalJson (value: unknown): string {
     : v)
 }
 
-/** Checks what a JSON schema cannot: that a due date names a real day. */
+/**
+ * Checks what a JSON schema cannot: that every string is well-formed UTF-16 (a lone surrogate
+ * would be broadcast as sent but stored as replacement characters), and that a due date names
+ * a real day. Here rather than in the routes, so an integrator's own routes are covered too.
+ */
 function checkTaskValues (values: TaskPatch): void {
+  for (const field of FIELDS) {
+    const value = values[field]
+    if (typeof value === 'string' && !isWellFormed(value)) {
+      throw new InvalidTaskError(`${field} is not well-formed UTF-16 (it contains a lone surrogate)`)
+    }
+  }
   const { dueDate } = values
   if (typeof dueDate === 'string') {
     const parsed = new Date(`${dueDate}T00:00:00Z`)

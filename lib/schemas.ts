@@ -5,6 +5,22 @@ import { TASK_STATUSES, type TaskStatus } from './db/schema.js'
 // pairs separated by commas), so they are kept to a conservative alphabet.
 export const TEAM_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$'
 export const TeamId = Type.String({ pattern: TEAM_ID_PATTERN })
+const TEAM_ID = new RegExp(TEAM_ID_PATTERN)
+
+/** Whether `value` is a team id the protocol accepts (the same rule as the `TeamId` schema). */
+export function isTeamId (value: unknown): value is string {
+  return typeof value === 'string' && TEAM_ID.test(value)
+}
+
+// A high surrogate not followed by a low one, or a low one not preceded by a high one. JSON
+// carries such strings happily, but SQLite stores them as U+FFFD per byte: the stored string
+// would no longer equal the one broadcast.
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
+/** Whether a string is well-formed UTF-16 (no lone surrogate), so it survives storage unchanged. */
+export function isWellFormed (value: string): boolean {
+  return !LONE_SURROGATE.test(value)
+}
 export const TaskId = Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' })
 
 export const TaskStatusSchema = Type.Union(TASK_STATUSES.map((s) => Type.Literal(s)))

@@ -1,7 +1,9 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { isTeamId, isWellFormed } from '../lib/schemas.js'
 import type { Principal } from '../lib/types.js'
-import { checkFunction } from './options.js'
+import { checkFunction, checkPositiveInteger } from './options.js'
+import { checkRateLimitRedis, rateLimitHeaders, registerRateLimit, type RateLimitRedis } from './rate-limit.js'
 
 /**
  * Supplied by the integrator: who is making this request (user id and team ids), or
@@ -11,11 +13,24 @@ export type Authenticate = (request: FastifyRequest) => Principal | null | undef
 
 export interface AtlasAuthOptions {
   authenticate: Authenticate
+  /**
+   * Failed authentications one client IP may make per `failedAuthWindowMs`; past it, that IP's
+   * requests are answered 429 without running `authenticate` until the window ends
+   * (default 100; 0: no limit).
+   */
+  maxFailedAuthPerIp?: number
+  /** Window of `maxFailedAuthPerIp`, in ms (default 60000). */
+  failedAuthWindowMs?: number
+  /** Redis holding the failure counters so the limit holds across instances (unset: per instance). */
+  rateLimitRedis?: RateLimitRedis
 }
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Resolves the request's principal (once per request) or answers 401 and returns null. */
+    /**
+     * Resolves the request's principal (once per request), or answers 401 (429 for an IP with
+     * too many failed authentications) and returns null.
+     */
     atlasRequirePrincipal (request: FastifyRequest, reply: FastifyReply): Promise<Principal | null>
   }
   interface FastifyRequest {
@@ -24,13 +39,53 @@ declare module 'fastify' {
 }
 
 const NAME = 'atlas-auth'
+/** Longest user id accepted from `authenticate`: it is stored with every change and event. */
+export const MAX_USER_ID_LENGTH = 128
+/** IPs remembered as blocked at once; the oldest is forgotten first (it only loses its block early). */
+const MAX_BLOCKED_IPS = 10_000
 
 const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, options) => {
   checkFunction(NAME, 'authenticate', options.authenticate, { required: true })
+  const maxFailures = checkPositiveInteger(NAME, 'maxFailedAuthPerIp', options.maxFailedAuthPerIp, { allowZero: true }) ?? 100
+  const windowMs = checkPositiveInteger(NAME, 'failedAuthWindowMs', options.failedAuthWindowMs) ?? 60_000
+  checkRateLimitRedis(NAME, options.rateLimitRedis)
   const { authenticate } = options
+
+  // Failures are counted by @fastify/rate-limit (in Redis when configured, so every instance
+  // adds to one count); an IP found over the limit is remembered here until its window ends, so
+  // the check before `authenticate` costs no round trip on any request.
+  let countFailure: ((request: FastifyRequest) => Promise<{ exceeded: boolean, ttlMs: number }>) | undefined
+  if (maxFailures > 0) {
+    await fastify.register(async (scope) => {
+      await registerRateLimit(scope, NAME, options.rateLimitRedis, 'atlas-auth-failures:')
+      const limiter = scope.createRateLimit({ max: maxFailures, timeWindow: windowMs, keyGenerator: (request) => request.ip })
+      countFailure = async (request) => {
+        const result = await limiter(request)
+        return result.isAllowed ? { exceeded: false, ttlMs: 0 } : { exceeded: result.isExceeded, ttlMs: result.ttl }
+      }
+    })
+  }
+  const blockedUntil = new Map<string, number>()
+
+  const refuseBlocked = async (reply: FastifyReply, until: number): Promise<null> => {
+    const retryAfter = Math.max(1, Math.ceil((until - Date.now()) / 1000))
+    await reply.code(429).headers(rateLimitHeaders(maxFailures, retryAfter)).send({
+      statusCode: 429,
+      code: 'AUTH_RATE_LIMITED',
+      error: 'Too Many Requests',
+      message: `Too many failed authentications from this address: retry in ${retryAfter} s`
+    })
+    return null
+  }
+
   fastify.decorateRequest('atlasPrincipal', null)
   fastify.decorate('atlasRequirePrincipal', async (request: FastifyRequest, reply: FastifyReply) => {
     if (request.atlasPrincipal !== null) return request.atlasPrincipal
+    const blocked = blockedUntil.get(request.ip)
+    if (blocked !== undefined) {
+      if (blocked > Date.now()) return await refuseBlocked(reply, blocked)
+      blockedUntil.delete(request.ip)
+    }
     let principal: Principal | null | undefined
     try {
       principal = await authenticate(request)
@@ -40,13 +95,43 @@ const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, options
       request.log.warn({ err }, 'atlas: authenticate threw; answering 401')
       principal = null
     }
-    if (principal == null || typeof principal.userId !== 'string' || !Array.isArray(principal.teams)) {
-      await reply.code(401).header('www-authenticate', 'Bearer').send({ statusCode: 401, code: 'UNAUTHORIZED', error: 'Unauthorized', message: 'A valid access token is required' })
-      return null
+    if (principal != null) {
+      const problem = principalProblem(principal)
+      if (problem === undefined) {
+        request.atlasPrincipal = principal
+        return principal
+      }
+      // The principal's values are not logged: they may be whatever the credential carried.
+      request.log.warn({ problem }, 'atlas: authenticate returned an invalid principal; answering 401')
     }
-    request.atlasPrincipal = principal
-    return principal
+    if (countFailure !== undefined) {
+      const { exceeded, ttlMs } = await countFailure(request)
+      if (exceeded) {
+        const until = Date.now() + ttlMs
+        if (blockedUntil.size >= MAX_BLOCKED_IPS) blockedUntil.delete(blockedUntil.keys().next().value as string)
+        blockedUntil.set(request.ip, until)
+        return await refuseBlocked(reply, until)
+      }
+    }
+    await reply.code(401).header('www-authenticate', 'Bearer').send({ statusCode: 401, code: 'UNAUTHORIZED', error: 'Unauthorized', message: 'A valid access token is required' })
+    return null
   })
+}
+
+/**
+ * What is wrong with a principal the integrator's `authenticate` returned, or undefined. Its ids
+ * become keys, log fields, stored values and Redis channel names: a team id `*` would subscribe
+ * to a pattern-looking channel, an empty user id would make changes nobody made.
+ */
+function principalProblem (principal: Principal): string | undefined {
+  const { userId, teams } = principal as { userId?: unknown, teams?: unknown }
+  if (typeof userId !== 'string' || userId === '') return 'userId is not a non-empty string'
+  if (userId.length > MAX_USER_ID_LENGTH) return `userId is longer than ${MAX_USER_ID_LENGTH} characters`
+  if (!isWellFormed(userId)) return 'userId is not well-formed UTF-16'
+  if (!Array.isArray(teams)) return 'teams is not an array'
+  const bad = teams.findIndex((team) => !isTeamId(team))
+  if (bad !== -1) return `teams[${bad}] does not match the team id pattern`
+  return undefined
 }
 
 export const atlasAuth = fp(authPlugin, { fastify: '5.x', name: NAME })
