@@ -3,7 +3,7 @@ import type { Database, Statement } from 'better-sqlite3'
 import { and, asc, eq, lt, lte, sql } from 'drizzle-orm'
 import type { AtlasDatabase } from './db/open.js'
 import { events, mutations, tasks, teamSequences, type TaskRow } from './db/schema.js'
-import { InvalidTaskError, MutationIdConflictError, PreconditionFailedError, TaskNotFoundError } from './errors.js'
+import { InvalidCursorError, InvalidLimitError, InvalidTaskError, MutationIdConflictError, PreconditionFailedError, TaskNotFoundError } from './errors.js'
 import { isWellFormed } from './schemas.js'
 import type { LoggedEvent, Task, TaskEvent, TaskField, TaskInput, TaskPatch } from './types.js'
 
@@ -36,6 +36,21 @@ export interface RetentionPolicy {
 }
 
 export type CommitListener = (event: LoggedEvent) => void
+
+export interface ListOptions {
+  /** At most this many tasks (a positive integer; absent: all of them). */
+  limit?: number
+  /** The `nextCursor` of the previous page; absent: from the first task. */
+  cursor?: string
+}
+
+export interface TaskPage {
+  tasks: Task[]
+  /** The team's event seq this page is current as of (0 before the first event). */
+  seq: number
+  /** Pass as `cursor` for the next page; null when this page is the last. */
+  nextCursor: string | null
+}
 
 const FIELDS: readonly TaskField[] = ['title', 'description', 'status', 'assignee', 'dueDate']
 
@@ -98,12 +113,29 @@ export class TaskRepository {
     return () => { this.#listeners.delete(listener) }
   }
 
-  /** All tasks of a team, oldest first, and the event seq the list is current as of (one snapshot). */
-  list (teamId: string): { tasks: Task[], seq: number } {
+  /**
+   * A team's tasks, oldest first (by createdAt, then id), and the event seq they are current as
+   * of, read in one snapshot. With `limit`, one page of them: `nextCursor` (null on the last
+   * page) passed back as `cursor` gives the tasks after this page's last one. Without `limit`,
+   * all of them.
+   */
+  list (teamId: string, options: ListOptions = {}): TaskPage {
+    const { limit, cursor } = options
+    if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1)) throw new InvalidLimitError(Number.MAX_SAFE_INTEGER)
+    const after = cursor === undefined ? undefined : decodeCursor(cursor)
     return this.#db.transaction((tx) => {
-      const rows = tx.select().from(tasks).where(eq(tasks.teamId, teamId)).orderBy(asc(tasks.createdAt), asc(tasks.id)).all()
+      const query = tx.select().from(tasks)
+        .where(after === undefined
+          ? eq(tasks.teamId, teamId)
+          : and(eq(tasks.teamId, teamId), sql`(${tasks.createdAt}, ${tasks.id}) > (${after.createdAt}, ${after.id})`))
+        .orderBy(asc(tasks.createdAt), asc(tasks.id))
+      // One row more than the page tells whether another page follows.
+      const rows = limit === undefined ? query.all() : query.limit(limit + 1).all()
       const head = tx.select({ seq: teamSequences.seq }).from(teamSequences).where(eq(teamSequences.teamId, teamId)).get()
-      return { tasks: rows.map(toTask), seq: head?.seq ?? 0 }
+      const more = limit !== undefined && rows.length > limit
+      if (more) rows.length = limit
+      const last = rows.at(-1)
+      return { tasks: rows.map(toTask), seq: head?.seq ?? 0, nextCursor: more && last !== undefined ? encodeCursor(last.createdAt, last.id) : null }
     }, { behavior: 'deferred' })
   }
 
@@ -311,6 +343,34 @@ function toTask (row: TaskRow): Task {
     updatedAt: new Date(row.updatedAt).toISOString(),
     updatedBy: row.updatedBy
   }
+}
+
+/**
+ * A page's end as an opaque token: base64url of `[createdAt, id]` of its last task. The keyset
+ * (createdAt, id) never changes for a task, so a cursor stays meaningful whatever is inserted
+ * or deleted between pages.
+ */
+function encodeCursor (createdAt: number, id: string): string {
+  return Buffer.from(JSON.stringify([createdAt, id])).toString('base64url')
+}
+
+/** The key a cursor names; anything that `encodeCursor` could not have produced is refused. */
+function decodeCursor (cursor: string): { createdAt: number, id: string } {
+  if (typeof cursor !== 'string' || !/^[A-Za-z0-9_-]{1,200}$/.test(cursor)) throw new InvalidCursorError()
+  let key: unknown
+  try {
+    key = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'))
+  } catch {
+    throw new InvalidCursorError()
+  }
+  if (!Array.isArray(key) || key.length !== 2) throw new InvalidCursorError()
+  const [createdAt, id] = key as unknown[]
+  if (!Number.isSafeInteger(createdAt) || (createdAt as number) < 0 || typeof id !== 'string' || id === '' || id.length > 64) {
+    throw new InvalidCursorError()
+  }
+  // Only the canonical spelling: no padding tricks, no second way to say the same cursor.
+  if (encodeCursor(createdAt as number, id) !== cursor) throw new InvalidCursorError()
+  return { createdAt: createdAt as number, id }
 }
 
 /** JSON with object keys sorted, so the same request always has the same fingerprint. */

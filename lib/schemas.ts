@@ -67,9 +67,17 @@ export const TaskPatchBody = Type.Object({
 export const TeamParams = Type.Object({ teamId: TeamId }, { additionalProperties: false })
 export const TaskParams = Type.Object({ teamId: TeamId, taskId: TaskId }, { additionalProperties: false })
 
+// Strings, as query values arrive: the route parses and bounds `limit` (INVALID_LIMIT) and the
+// repository checks `cursor` (INVALID_CURSOR), so each has one code whatever is wrong with it.
+export const TaskListQuery = Type.Object({
+  limit: Type.Optional(Type.String()),
+  cursor: Type.Optional(Type.String())
+})
+
 export const TaskListResponse = Type.Object({
   tasks: Type.Array(TaskSchema),
-  seq: Type.Integer({ description: 'The team event sequence number this list is current as of' })
+  seq: Type.Integer({ description: 'The team event sequence number this page is current as of' }),
+  nextCursor: Type.Unsafe<string | null>({ type: ['string', 'null'], description: 'Cursor of the next page; null on the last page' })
 })
 
 export const ErrorResponse = Type.Object({

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import fastifyWebsocket from '@fastify/websocket'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import { CloseCode } from '../lib/protocol.js'
-import { atlasAuth, type Authenticate } from './auth.js'
+import { atlasAuth, type AtlasAuthOptions, type Authenticate } from './auth.js'
 import { atlasBroker, type AtlasBrokerOptions } from './broker.js'
 import { atlasHub, type AtlasHubOptions } from './hub.js'
 import { atlasRepository, type AtlasRepositoryOptions } from './repository.js'
@@ -24,6 +24,8 @@ export interface AtlasRealtimeOptions {
   }
   /** The suite's task routes; `false` to register none (your own routes still broadcast). */
   routes?: AtlasTaskRoutesOptions | false
+  /** Limits of [`atlasAuth`](#atlasauth) (failed authentications per IP). */
+  auth?: Omit<AtlasAuthOptions, 'authenticate'>
 }
 
 const NAME = 'atlas-realtime'
@@ -38,12 +40,14 @@ const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fas
   await fastify.register(atlasRepository, options.database)
   await fastify.register(atlasBroker, options.broker ?? {})
   await fastify.register(atlasHub, options.hub ?? {})
-  await fastify.register(atlasAuth, { authenticate: options.authenticate })
+  // With Redis, rate-limit counters live there too, so a limit holds across instances.
+  const rateLimitRedis = options.broker?.redis
+  await fastify.register(atlasAuth, { rateLimitRedis, ...options.auth, authenticate: options.authenticate })
   if (!fastify.hasDecorator('websocketServer')) {
     await fastify.register(fastifyWebsocket, { options: { maxPayload }, preClose: atlasWebSocketPreClose })
   }
   await fastify.register(atlasWebSocket, websocket)
-  if (options.routes !== false) await fastify.register(atlasTaskRoutes, options.routes ?? {})
+  if (options.routes !== false) await fastify.register(atlasTaskRoutes, { rateLimitRedis, ...options.routes })
 }
 
 /**
@@ -59,6 +63,6 @@ export default atlasRealtime
 
 export { requireTeam } from './auth.js'
 export { atlasAuth, atlasBroker, atlasHub, atlasRepository, atlasTaskRoutes, atlasWebSocket }
-export type { Authenticate, AtlasBrokerOptions, AtlasHubOptions, AtlasRepositoryOptions, AtlasTaskRoutesOptions, AtlasWebSocketOptions }
+export type { Authenticate, AtlasAuthOptions, AtlasBrokerOptions, AtlasHubOptions, AtlasRepositoryOptions, AtlasTaskRoutesOptions, AtlasWebSocketOptions }
 export { MUTATION_ID_HEADER, etagOf, parseIfMatch } from './task-routes.js'
 export * from '../lib/index.js'

@@ -1,21 +1,32 @@
 import { STATUS_CODES } from 'node:http'
 import fp from 'fastify-plugin'
-import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest, FastifySchemaCompiler } from 'fastify'
+import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest, FastifySchemaCompiler, preHandlerAsyncHookHandler } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type, type TSchema } from '@sinclair/typebox'
 import { TypeCompiler, ValueErrorType, type ValueError } from '@sinclair/typebox/compiler'
-import { AtlasError, PreconditionFailedError } from '../lib/errors.js'
+import { AtlasError, InvalidLimitError, PreconditionFailedError, RateLimitedError } from '../lib/errors.js'
 import type { MutationContext, MutationResult } from '../lib/repository.js'
-import { ErrorResponse, TaskCreateBody, TaskListResponse, TaskParams, TaskPatchBody, TaskSchema, TeamParams } from '../lib/schemas.js'
+import { ErrorResponse, TaskCreateBody, TaskListQuery, TaskListResponse, TaskParams, TaskPatchBody, TaskSchema, TeamParams } from '../lib/schemas.js'
 import type { Task } from '../lib/types.js'
 import { requireTeam } from './auth.js'
-import { checkString } from './options.js'
+import { checkPositiveInteger, checkString, optionError } from './options.js'
+import { checkRateLimitRedis, registerRateLimit, type RateLimitRedis } from './rate-limit.js'
 
 export interface AtlasTaskRoutesOptions {
   /** Prefix of the task routes (default none: `/teams/:teamId/tasks`). */
   prefix?: string
   /** Largest accepted JSON body in bytes (default 64 KiB). */
   bodyLimit?: number
+  /** Tasks per page of the list when the request gives no `limit` (default 500). */
+  pageSize?: number
+  /** Largest `limit` a list request may ask for; above it, 400 INVALID_LIMIT (default 1000). */
+  maxPageSize?: number
+  /** Mutations (POST, PATCH, DELETE) one user may make per `mutationWindowMs`; then 429 (default 600; 0: no limit). */
+  maxMutationsPerUser?: number
+  /** Window of `maxMutationsPerUser`, in ms (default 60000). */
+  mutationWindowMs?: number
+  /** Redis holding the mutation counters so the limit holds across instances (unset: per instance). */
+  rateLimitRedis?: RateLimitRedis
 }
 
 /** Request header carrying the client's mutation id (idempotency key). */
@@ -24,10 +35,16 @@ const MUTATION_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/
 
 const NAME = 'atlas-task-routes'
 
-const errorSchemas = { 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 404: ErrorResponse }
+const errorSchemas = { 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 404: ErrorResponse, 429: ErrorResponse }
 
 const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fastify, options) => {
   checkString(NAME, 'prefix', options.prefix, { pattern: /^\/.*[^/]$/ })
+  const maxPageSize = checkPositiveInteger(NAME, 'maxPageSize', options.maxPageSize) ?? 1000
+  const pageSize = checkPositiveInteger(NAME, 'pageSize', options.pageSize) ?? Math.min(500, maxPageSize)
+  if (pageSize > maxPageSize) throw optionError(NAME, `option pageSize (${pageSize}) must not exceed maxPageSize (${maxPageSize})`)
+  const maxMutations = checkPositiveInteger(NAME, 'maxMutationsPerUser', options.maxMutationsPerUser, { allowZero: true }) ?? 600
+  const mutationWindowMs = checkPositiveInteger(NAME, 'mutationWindowMs', options.mutationWindowMs) ?? 60_000
+  checkRateLimitRedis(NAME, options.rateLimitRedis)
   // An encapsulated child: our strict validator and error format stay ours, the integrator's
   // instance keeps its own (Fastify's default Ajv would silently drop unknown fields and coerce).
   await fastify.register(async (scope) => {
@@ -41,12 +58,33 @@ const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fast
     const bodyLimit = options.bodyLimit ?? 64 * 1024
     const repository = scope.taskRepository
 
+    // Per user, after authentication and validation (preHandler): a refused or malformed request
+    // costs the user nothing, and nobody can spend another user's allowance.
+    let preHandler: preHandlerAsyncHookHandler | undefined
+    if (maxMutations > 0) {
+      await registerRateLimit(scope, NAME, options.rateLimitRedis, 'atlas-mutations:')
+      preHandler = scope.rateLimit({
+        max: maxMutations,
+        timeWindow: mutationWindowMs,
+        keyGenerator: (request) => request.atlasPrincipal?.userId ?? request.ip,
+        errorResponseBuilder: (_request, context) => {
+          const { max, ttl } = context as typeof context & { max: number, ttl: number }
+          const retryAfter = Math.ceil(ttl / 1000)
+          return new RateLimitedError(`Too many changes: at most ${max} per ${mutationWindowMs / 1000} s; retry in ${retryAfter} s`, 'RATE_LIMITED', retryAfter)
+        }
+      })
+    }
+
     app.get('/teams/:teamId/tasks', {
-      schema: { params: TeamParams, response: { 200: TaskListResponse, ...errorSchemas } }
-    }, async (request) => repository.list(request.params.teamId))
+      schema: { params: TeamParams, querystring: TaskListQuery, response: { 200: TaskListResponse, ...errorSchemas } }
+    }, async (request) => {
+      const { limit, cursor } = request.query
+      return repository.list(request.params.teamId, { limit: limit === undefined ? pageSize : parseLimit(limit, maxPageSize), cursor })
+    })
 
     app.post('/teams/:teamId/tasks', {
       bodyLimit,
+      preHandler,
       schema: { params: TeamParams, body: TaskCreateBody, headers: mutationHeaders, response: { 200: TaskSchema, 201: TaskSchema, ...errorSchemas, 409: ErrorResponse } }
     }, async (request, reply) => {
       const result = repository.create(request.params.teamId, request.body, mutationContext(request))
@@ -64,6 +102,7 @@ const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fast
 
     app.patch('/teams/:teamId/tasks/:taskId', {
       bodyLimit,
+      preHandler,
       schema: { params: TaskParams, body: TaskPatchBody, headers: mutationHeaders, response: { 200: TaskSchema, ...errorSchemas, 409: ErrorResponse, 412: ErrorResponse } }
     }, async (request, reply) => {
       const { teamId, taskId } = request.params
@@ -71,6 +110,7 @@ const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fast
     })
 
     app.delete('/teams/:teamId/tasks/:taskId', {
+      preHandler,
       schema: { params: TaskParams, headers: mutationHeaders, response: { 204: Type.Null(), ...errorSchemas, 409: ErrorResponse, 412: ErrorResponse } }
     }, async (request, reply) => {
       const { teamId, taskId } = request.params
@@ -104,6 +144,13 @@ function mutationContext (request: FastifyRequest): MutationContext {
     mutationId: typeof mutationId === 'string' ? mutationId : undefined,
     ifMatch: parseIfMatch(headers['if-match'])
   }
+}
+
+/** A page size from the query string: a decimal integer from 1 to `max`, nothing else. */
+function parseLimit (value: string, max: number): number {
+  const limit = /^[1-9][0-9]{0,8}$/.test(value) ? Number(value) : 0
+  if (limit < 1 || limit > max) throw new InvalidLimitError(max)
+  return limit
 }
 
 /** `If-Match: "3"`, `W/"3"`, `3`, lists of them, or `*`. Tags that are not versions match nothing. */

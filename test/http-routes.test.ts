@@ -114,7 +114,7 @@ t.test('If-Match with the current version succeeds', async (t) => {
   t.equal(patched.body.title, 'renamed')
   const deleted = await call('DELETE', taskPath, { headers: { 'if-match': patched.headers.get('etag') ?? '' } })
   t.equal(deleted.status, 204)
-  t.same(repository.list('red'), { tasks: [], seq: 3 })
+  t.same(repository.list('red'), { tasks: [], seq: 3, nextCursor: null })
 })
 
 t.test('invalid requests get a clear error and leave tasks and event log unchanged', async (t) => {
@@ -167,5 +167,5 @@ t.test('the list answers { tasks, seq } in creation order', async (t) => {
   t.equal(first.id, task.id)
   const list = await call('GET', '/teams/red/tasks')
   t.equal(list.status, 200)
-  t.same(list.body, { tasks: [first, second], seq: 3 })
+  t.same(list.body, { tasks: [first, second], seq: 3, nextCursor: null })
 })

@@ -163,14 +163,14 @@ t.test('a patch that changes nothing appends no event and keeps the version', as
 t.test('list() returns the tasks in creation order and the seq it is current as of', async (t) => {
   let clock = 1_000
   const { repository } = openRepository(t, { now: () => clock++ })
-  t.same(repository.list('red'), { tasks: [], seq: 0 })
+  t.same(repository.list('red'), { tasks: [], seq: 0, nextCursor: null })
   const a = repository.create('red', { title: 'a' }, alice).task
   const b = repository.create('red', { title: 'b' }, alice).task
   const a2 = repository.update('red', a.id, { title: 'a2' }, alice).task
   repository.create('blue', { title: 'other team' }, alice)
-  t.same(repository.list('red'), { tasks: [a2, b], seq: 3 })
+  t.same(repository.list('red'), { tasks: [a2, b], seq: 3, nextCursor: null })
   repository.delete('red', b.id, alice)
-  t.same(repository.list('red'), { tasks: [a2], seq: 4 })
+  t.same(repository.list('red'), { tasks: [a2], seq: 4, nextCursor: null })
   t.same(repository.list('blue').seq, 1)
 })
 
@@ -201,7 +201,7 @@ t.test('migrations are safe to re-run: the same file opened twice (and again lat
   const first = repository.create('red', { title: 'a' }, alice).task
 
   const second = openRepository(t, { path })
-  t.same(second.repository.list('red'), { tasks: [first], seq: 1 }, 'a second open while the first is still open')
+  t.same(second.repository.list('red'), { tasks: [first], seq: 1, nextCursor: null }, 'a second open while the first is still open')
   second.repository.create('red', { title: 'b' }, alice)
   t.equal(repository.headSeq('red'), 2, 'both connections share one sequence')
   await second.database.close()

@@ -17,7 +17,9 @@ export const tasks = sqliteTable('tasks', {
   updatedAt: integer('updated_at').notNull(),
   updatedBy: text('updated_by').notNull()
 }, (t) => [
-  index('tasks_team_created_idx').on(t.teamId, t.createdAt)
+  // The list's order and its keyset pagination: (team, createdAt, id) answers "the next page"
+  // from the index alone, ties on createdAt included.
+  index('tasks_team_created_id_idx').on(t.teamId, t.createdAt, t.id)
 ])
 
 // One row per team: the last sequence number handed out and how far the log has been pruned.
