@@ -4,36 +4,13 @@
  * passes the limit, and the clients that do read get every event in order.
  */
 import t from 'tap'
-import { randomBytes } from 'node:crypto'
-import { request } from 'node:http'
 import type { Socket } from 'node:net'
 import { connectClient, seqRange, startInstance, tokenFor, waitUntil } from './helpers/app.js'
-import { seqsOf } from './helpers/ws-client.js'
+import { neverReadingClient, seqsOf } from './helpers/ws-client.js'
 
 const EVENTS = 10_000
 const BATCH = 100
 const MAX_BUFFERED = 256 * 1024
-
-/** Upgrades by hand and then never reads a byte: the kernel buffers fill, then the server's. */
-async function neverReadingClient (t: { teardown (fn: () => unknown): void }, wsUrl: string): Promise<Socket> {
-  const url = new URL(wsUrl)
-  const socket = await new Promise<Socket>((resolve, reject) => {
-    const req = request({
-      host: url.hostname,
-      port: url.port,
-      path: url.pathname + url.search,
-      headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': randomBytes(16).toString('base64') }
-    })
-    req.once('upgrade', (_res, upgraded) => { resolve(upgraded) })
-    req.once('response', (res) => { reject(new Error(`upgrade refused: ${res.statusCode}`)) })
-    req.once('error', reject)
-    req.end()
-  })
-  socket.on('error', () => {})
-  socket.pause()
-  t.teardown(() => { socket.destroy() })
-  return socket
-}
 
 t.test('a client that never reads is cut off; the backlog stays bounded; readers get all 10,000 events in order', async (t) => {
   const databasePath = `${t.testdir()}/atlas.db`

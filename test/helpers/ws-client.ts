@@ -1,3 +1,6 @@
+import { randomBytes } from 'node:crypto'
+import { request, type IncomingHttpHeaders } from 'node:http'
+import type { Socket } from 'node:net'
 import WebSocket from 'ws'
 import type { TaskEvent } from '../../lib/types.js'
 
@@ -48,7 +51,7 @@ export class TestClient {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#waiters.delete(check)
-        reject(new Error(`timed out waiting for ${what}; got ${this.frames.length} frames, last: ${JSON.stringify(this.frames.at(-1))}`))
+        reject(new Error(`timed out waiting for ${what}; got ${this.frames.length} frames, last: ${JSON.stringify(this.frames.at(-1))?.slice(0, 300)}`))
       }, timeoutMs)
       const check = (): void => {
         if (!predicate()) return
@@ -100,4 +103,43 @@ export async function pingPong (client: TestClient): Promise<void> {
 /** Asserts-friendly summary: seqs of one team in arrival order. */
 export function seqsOf (events: readonly TaskEvent[], teamId: string): number[] {
   return events.filter((e) => e.teamId === teamId).map((e) => e.seq)
+}
+
+export type UpgradeOutcome =
+  | { upgraded: true, socket: Socket }
+  | { upgraded: false, status: number, headers: IncomingHttpHeaders, body: any }
+
+/** Sends a WebSocket upgrade request by hand: the upgraded socket, or the refusal with its JSON body. */
+export async function upgradeRequest (wsUrl: string, headers: Record<string, string> = {}): Promise<UpgradeOutcome> {
+  const url = new URL(wsUrl)
+  return await new Promise<UpgradeOutcome>((resolve, reject) => {
+    const req = request({
+      host: url.hostname,
+      port: url.port,
+      path: url.pathname + url.search,
+      headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': randomBytes(16).toString('base64'), ...headers }
+    })
+    req.once('upgrade', (_res, socket) => { resolve({ upgraded: true, socket }) })
+    req.once('response', (res) => {
+      let text = ''
+      res.setEncoding('utf8').on('data', (chunk: string) => { text += chunk }).once('end', () => {
+        let body: unknown = text
+        try { body = JSON.parse(text) } catch {}
+        resolve({ upgraded: false, status: res.statusCode ?? 0, headers: res.headers, body })
+      })
+    })
+    req.once('error', reject)
+    req.end()
+  })
+}
+
+/** Upgrades by hand and then never reads a byte: the kernel buffers fill, then the server's. */
+export async function neverReadingClient (t: { teardown (fn: () => unknown): void }, wsUrl: string): Promise<Socket> {
+  const outcome = await upgradeRequest(wsUrl)
+  if (!outcome.upgraded) throw new Error(`upgrade refused: ${outcome.status}`)
+  const { socket } = outcome
+  socket.on('error', () => {})
+  socket.pause()
+  t.teardown(() => { socket.destroy() })
+  return socket
 }
