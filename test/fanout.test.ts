@@ -12,7 +12,8 @@ t.test(`${CLIENTS} clients of a team each get all ${MUTATIONS} events of a burst
   const instance = await startInstance(t, { databasePath: join(t.testdir(), 'atlas.db') })
   const alice = await tokenFor('alice', ['red'])
   const carol = await tokenFor('carol', ['blue'])
-  const reds = await Promise.all(Array.from({ length: CLIENTS }, async () => await connectClient(t, instance, alice)))
+  // 50 members of the team, each with their own socket (one user's sockets are capped per instance).
+  const reds = await Promise.all(Array.from({ length: CLIENTS }, async (_, i) => await connectClient(t, instance, await tokenFor(`member-${i}`, ['red']))))
   const blue = await connectClient(t, instance, carol)
 
   // 50 creates, then an update of each: 100 mutations, CONCURRENCY at a time.
