@@ -18,6 +18,10 @@ const configuredSecret = process.env.JWT_SECRET
 // With no secret configured, a fresh random one per start: the printed demo tokens work, and
 // nobody can forge tokens for a server that was started without thinking about it.
 const jwtSecret = configuredSecret ?? randomBytes(32).toString('hex')
+// Mutations one user may make per minute (the task routes' maxMutationsPerUser; unset: its
+// default). The benchmark raises it: its one writer user stands for a whole team's users.
+const maxMutations = process.env.MAX_MUTATIONS_PER_USER
+const maxMutationsPerUser = maxMutations === undefined || maxMutations === '' ? undefined : Number(maxMutations)
 
 // Only a server that made up its own secret hands out demo tokens (GET /demo/tokens for the
 // board page); with JWT_SECRET set there is no such route.
@@ -25,7 +29,7 @@ const demoTokens = configuredSecret === undefined
   ? await Promise.all(DEMO_USERS.map(async ([userId, teams]) => ({ userId, teams, token: await signToken(jwtSecret, userId, teams) })))
   : undefined
 
-const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens })
+const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens, realtime: { routes: { maxMutationsPerUser } } })
 await app.listen({ port, host })
 
 const base = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`
