@@ -200,7 +200,9 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
     this.#allowed = new Set(teams)
     this.emit('welcome', { userId, teams: [...teams] })
     const teamsByFrame: string[] = []
-    const since: Record<string, number> = {}
+    // Pairs, made into an object at the end: a team id is any string of the id alphabet, and
+    // `since[teamId] = …` with `__proto__` would set the object's prototype instead of a key.
+    const since: Array<[string, number]> = []
     for (const [teamId, team] of this.#teams) {
       if (this.#inUrl.has(teamId)) continue
       if (!this.#allowed.has(teamId)) {
@@ -209,10 +211,11 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
         continue
       }
       teamsByFrame.push(teamId)
-      if (team.seq !== undefined) since[teamId] = team.seq
+      if (team.seq !== undefined) since.push([teamId, team.seq])
     }
     if (teamsByFrame.length > 0) {
-      this.#connection.send(Object.keys(since).length > 0 ? { type: 'subscribe', teams: teamsByFrame, since } : { type: 'subscribe', teams: teamsByFrame })
+      // Object.fromEntries defines own properties, `__proto__` included.
+      this.#connection.send(since.length > 0 ? { type: 'subscribe', teams: teamsByFrame, since: Object.fromEntries(since) } : { type: 'subscribe', teams: teamsByFrame })
     }
   }
 

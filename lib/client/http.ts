@@ -31,6 +31,14 @@ export interface MutationOptions {
   ifMatch?: number
 }
 
+export interface TaskPage {
+  tasks: Task[]
+  /** The team's event seq this page is current as of. */
+  seq: number
+  /** Pass as `cursor` for the next page; null on the last page. */
+  nextCursor: string | null
+}
+
 export interface MutationResponse {
   /** The task after the change (for a delete: null). */
   task: Task | null
@@ -57,9 +65,33 @@ export class TaskApi {
     this.#fetch = (input, init) => f(input, init)
   }
 
-  /** All tasks of a team and the event seq the list is current as of. */
+  /**
+   * All tasks of a team, page after page, and the seq of the FIRST page. Later pages are read
+   * at later seqs, but events carry whole tasks: applying the team's events after that first
+   * seq, in order, brings the whole list to the present (docs/protocol.md, "Resync procedure").
+   */
   async list (teamId: string): Promise<{ tasks: Task[], seq: number }> {
-    return await this.#call('GET', teamPath(teamId)) as { tasks: Task[], seq: number }
+    const first = await this.listPage(teamId)
+    // A Map, in page order: a task is never on two pages, and if it were, the later read wins.
+    const tasks = new Map(first.tasks.map((task) => [task.id, task]))
+    let cursor = first.nextCursor
+    while (cursor !== null) {
+      const page = await this.listPage(teamId, { cursor })
+      for (const task of page.tasks) tasks.set(task.id, task)
+      cursor = page.nextCursor
+    }
+    return { tasks: [...tasks.values()], seq: first.seq }
+  }
+
+  /** One page of a team's tasks (the server's default size unless `limit`); `nextCursor` is null on the last. */
+  async listPage (teamId: string, options: { limit?: number, cursor?: string } = {}): Promise<TaskPage> {
+    const query = new URLSearchParams()
+    if (options.limit !== undefined) query.set('limit', String(options.limit))
+    if (options.cursor !== undefined) query.set('cursor', options.cursor)
+    const search = query.toString()
+    const page = await this.#call('GET', search === '' ? teamPath(teamId) : `${teamPath(teamId)}?${search}`) as TaskPage
+    // A server from before pagination answers the whole list without nextCursor.
+    return { tasks: page.tasks, seq: page.seq, nextCursor: page.nextCursor ?? null }
   }
 
   async get (teamId: string, taskId: string): Promise<Task> {

@@ -5,7 +5,7 @@
 export { AtlasClient, type AtlasClientEvents, type AtlasClientOptions, type Snapshot, type SnapshotReason } from './client.js'
 export { TaskStore, type MutationKind, type MutationOutcome, type TaskStoreEvents, type TaskStoreOptions } from './task-store.js'
 export { RealtimeConnection, type ConnectionEvents, type ConnectionOptions, type ConnectionState, type DisconnectInfo, type HeartbeatOptions, type ReconnectInfo } from './connection.js'
-export { TaskApi, AtlasApiError, type MutationOptions, type MutationResponse, type TaskApiOptions, type TokenSource } from './http.js'
+export { TaskApi, AtlasApiError, type MutationOptions, type MutationResponse, type TaskApiOptions, type TaskPage, type TokenSource } from './http.js'
 export { Backoff, backoffDelay, type BackoffOptions } from './backoff.js'
 export { Emitter, type Listener } from './emitter.js'
 export { CloseCode, parseServerFrame, isTaskEvent, type ClientFrame, type ServerFrame } from './protocol.js'

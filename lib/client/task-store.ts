@@ -327,6 +327,7 @@ function describeRefusal (error: AtlasApiError): string {
     case 404: return 'the task no longer exists'
     case 409: return `the change conflicts with an earlier one: ${error.message}`
     case 412: return 'someone else changed the task first; showing their version'
+    case 429: return `too many changes in a short time: ${error.message}`
     default: return `the server answered ${error.status}: ${error.message}`
   }
 }
