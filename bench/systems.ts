@@ -8,6 +8,8 @@ const DIST = fileURLToPath(new URL('..', import.meta.url))
 
 /** Per minute: 3,000 mutations/s for a minute is 180,000. */
 const BENCH_MAX_MUTATIONS_PER_USER = 1_000_000
+/** The clients of a team share one token: up to 200 sockets per user in the idle scenario. */
+const BENCH_MAX_CONNECTIONS_PER_USER = 100_000
 
 export const SYSTEM_LABEL: Record<SystemName, string> = { atlas: 'Atlas Realtime', socketio: 'Socket.IO + redis-adapter' }
 
@@ -53,6 +55,7 @@ export async function startSystem (system: SystemName, options: StartOptions): P
           // The one writer user stands for a whole team's users (up to 3,000 mutations/s in
           // saturation): the limit is raised out of reach, not turned off, so its cost is measured.
           MAX_MUTATIONS_PER_USER: String(BENCH_MAX_MUTATIONS_PER_USER),
+          MAX_CONNECTIONS_PER_USER: String(BENCH_MAX_CONNECTIONS_PER_USER),
           SIO_RECOVERY: options.recovery === true ? '1' : '0'
         }
       })

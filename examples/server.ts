@@ -22,6 +22,12 @@ const jwtSecret = configuredSecret ?? randomBytes(32).toString('hex')
 // default). The benchmark raises it: its one writer user stands for a whole team's users.
 const maxMutations = process.env.MAX_MUTATIONS_PER_USER
 const maxMutationsPerUser = maxMutations === undefined || maxMutations === '' ? undefined : Number(maxMutations)
+// Sockets one user may hold on this instance (unset: the suite's default). The benchmark raises
+// it: its clients share one token per team.
+const maxConnections = process.env.MAX_CONNECTIONS_PER_USER
+const maxConnectionsPerUser = maxConnections === undefined || maxConnections === '' ? undefined : Number(maxConnections)
+// Pages of other origins allowed to open the socket, comma-separated (the own origin always is).
+const allowedOrigins = (process.env.ALLOWED_ORIGINS ?? '').split(',').map((o) => o.trim()).filter((o) => o !== '')
 
 // Only a server that made up its own secret hands out demo tokens (GET /demo/tokens for the
 // board page); with JWT_SECRET set there is no such route.
@@ -29,7 +35,7 @@ const demoTokens = configuredSecret === undefined
   ? await Promise.all(DEMO_USERS.map(async ([userId, teams]) => ({ userId, teams, token: await signToken(jwtSecret, userId, teams) })))
   : undefined
 
-const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens, realtime: { routes: { maxMutationsPerUser } } })
+const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens, realtime: { routes: { maxMutationsPerUser }, websocket: { maxConnectionsPerUser, allowedOrigins } } })
 await app.listen({ port, host })
 
 const base = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`
