@@ -163,3 +163,21 @@ t.test('the Python client stops on a refused upgrade and is bounded in time', as
   t.equal(await idle.exited, 2, '--timeout ends a client that did not get its events, with status 2')
   t.ok(idle.log.some((l) => l.includes('ready team=red')) && idle.log.some((l) => l.includes('ready team=blue')), 'without --teams, all teams of the welcome are loaded')
 })
+
+t.test('the Python client loads a list of several pages', async (t) => {
+  const instance = await startInstance(t, { databasePath: `${t.testdir()}/atlas.db`, realtime: { routes: { pageSize: 3, maxPageSize: 3 } } })
+  const alice = await tokenFor('alice', ['red'])
+  const post = async (title: string): Promise<void> => {
+    const response = await fetch(`${instance.baseUrl}/teams/red/tasks`, { method: 'POST', headers: { authorization: `Bearer ${alice}`, 'content-type': 'application/json' }, body: JSON.stringify({ title }) })
+    t.equal(response.status, 201)
+  }
+  for (let i = 0; i < 8; i++) await post(`task ${i}`)
+  const py = spawnClient(t, ['--url', instance.baseUrl, '--token', alice, '--teams', 'red', '--max-events', '2', '--timeout', '30', '--json'])
+  await py.waitFor('the Python client to load team red', () => py.log.some((l) => l.includes('ready team=red')))
+  t.ok(py.log.some((l) => l.includes('list of red: 8 tasks in 3 pages')), 'three pages followed')
+  t.ok(py.log.some((l) => l.includes('ready team=red last=8 tasks=8')), 'all 8 tasks, as of the first page\'s seq')
+  await post('live 1')
+  await post('live 2')
+  t.equal(await py.exited, 0)
+  t.same(py.events.map((e) => e.seq), [9, 10], 'then the events after it')
+})

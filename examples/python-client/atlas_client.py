@@ -190,22 +190,40 @@ class AtlasClient:
         self.heartbeat_ms = 30_000
 
     # ---- HTTP
-    def fetch_list(self, team_id: str) -> tuple[list[dict], int]:
+    def fetch_page(self, team_id: str, cursor: str | None) -> dict:
+        """One page of the list: {tasks, seq, nextCursor}; retried with backoff."""
         url = f'{self.base_url}{self.api_prefix}/teams/{urllib.parse.quote(team_id)}/tasks'
+        if cursor is not None:
+            url += '?' + urllib.parse.urlencode({'cursor': cursor})
         req = urllib.request.Request(url, headers={'Authorization': f'Bearer {self.token}'})
         for attempt in range(8):
             try:
                 with urllib.request.urlopen(req, timeout=10) as res:
-                    body = json.load(res)
-                    return body['tasks'], body['seq']
+                    return json.load(res)
             except urllib.error.HTTPError as err:
-                if err.code in (401, 403):
-                    raise Fatal(f'GET {url}: {err.code} {err.read().decode()}') from err
+                if err.code in (400, 401, 403):
+                    raise Fatal(f'GET {url.split("?")[0]}: {err.code} {err.read().decode()}') from err
                 log(f'list of {team_id} failed ({err.code}), retrying')
             except (OSError, ValueError) as err:
                 log(f'list of {team_id} failed ({err}), retrying')
             time.sleep(random.uniform(0, min(10.0, 0.25 * 2 ** attempt)))
         raise ConnectionClosed(1006, f'could not fetch the list of {team_id}')
+
+    def fetch_list(self, team_id: str) -> tuple[list[dict], int]:
+        """Every page, following nextCursor; the seq is the FIRST page's. Later pages are read at
+        later seqs, but events carry whole tasks: applying the events after the first page's
+        seq, in order, brings the whole list to the present."""
+        first = self.fetch_page(team_id, None)
+        tasks, pages = list(first['tasks']), 1
+        cursor = first.get('nextCursor')        # absent on a server without pagination
+        while cursor is not None:
+            page = self.fetch_page(team_id, cursor)
+            tasks += page['tasks']
+            pages += 1
+            cursor = page.get('nextCursor')
+        if pages > 1:
+            log(f'list of {team_id}: {len(tasks)} tasks in {pages} pages')
+        return tasks, first['seq']
 
     def resync(self, team_id: str) -> None:
         # Runs after the team's subscribed/resync frame. The fetch blocks this thread, so events
