@@ -165,6 +165,8 @@ export class Hub {
       client.sendControl({ type: 'subscribed', teamId, seq: stream.delivered, replayed: 0 })
       return
     }
+    // Subscribed again while its replay runs: that replay ends with the `subscribed` frame.
+    if (stream.replaying.has(client)) return
     const { head, prunedThrough } = this.#repository.history(teamId)
     if (head > stream.delivered) this.#catchUp(teamId, stream)
     let resync: ResyncReason | undefined

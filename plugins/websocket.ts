@@ -19,7 +19,7 @@ export interface AtlasWebSocketOptions {
   closeGraceMs?: number
   /** Client frames per second per connection, steady rate; excess frames get `rate_limited` (default 20). */
   maxFramesPerSecond?: number
-  /** Client frames a connection may send at once above the steady rate (default 60). */
+  /** Client frames a connection may send at once above the steady rate (default 100). */
   frameBurst?: number
   /** Bytes of replayed events per minute per connection; a resume beyond it gets `resync` `replay_limited` (default 32 MiB). */
   replayBytesPerMinute?: number
@@ -45,7 +45,7 @@ export const WEBSOCKET_DEFAULTS = {
   maxInvalidFrames: 20,
   closeGraceMs: 2000,
   maxFramesPerSecond: 20,
-  frameBurst: 60,
+  frameBurst: 100,
   replayBytesPerMinute: 32 * 1024 * 1024,
   maxConnections: 20_000,
   maxConnectionsPerUser: 32,
