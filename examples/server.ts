@@ -21,6 +21,9 @@ const jwtSecret = configuredSecret ?? randomBytes(32).toString('hex')
 // Mutations one user may make per minute (the task routes' maxMutationsPerUser; unset: its
 // default). The benchmark raises it: its one writer user stands for a whole team's users.
 const maxMutations = process.env.MAX_MUTATIONS_PER_USER
+if (maxMutations !== undefined && maxMutations !== '' && !/^\d+$/.test(maxMutations)) {
+  throw new Error(`MAX_MUTATIONS_PER_USER must be a non-negative integer (got ${JSON.stringify(maxMutations)})`)
+}
 const maxMutationsPerUser = maxMutations === undefined || maxMutations === '' ? undefined : Number(maxMutations)
 // Sockets one user may hold on this instance (unset: the suite's default). The benchmark raises
 // it: its clients share one token per team.
