@@ -13,6 +13,9 @@ export type RateLimitRedis = string | RedisOptions
  */
 const COMMAND_TIMEOUT_MS = 250
 
+/** Longest start-up wait for the counters' connection (a Redis host that drops packets). */
+const FIRST_CONNECT_WAIT_MS = 2000
+
 export function checkRateLimitRedis (plugin: string, value: unknown): void {
   if (value === undefined || typeof value === 'string' || (typeof value === 'object' && value !== null)) return
   throw optionError(plugin, `option rateLimitRedis must be a Redis URL or ioredis options (got ${JSON.stringify(value)})`)
@@ -44,6 +47,17 @@ export async function registerRateLimit (scope: FastifyInstance, plugin: string,
       .on('ready', () => { reported = false })
     // No QUIT: it would wait for a Redis that may be gone, and counters need no goodbye.
     scope.addHook('onClose', async () => { client.disconnect() })
+    // Counted from the first request when Redis is there; an unreachable one fails its first
+    // attempt at once (or the bound passes) and start-up goes on, the limit waiting for it.
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, FIRST_CONNECT_WAIT_MS)
+      client.once('ready', done).once('error', done)
+      function done (): void {
+        clearTimeout(timer)
+        client.off('ready', done).off('error', done)
+        resolve()
+      }
+    })
   }
   await scope.register(fastifyRateLimit, { global: false, skipOnError: true, redis: connection, nameSpace, cache: 10_000 })
 }
