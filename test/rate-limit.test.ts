@@ -167,7 +167,6 @@ t.test('with Redis, both limits hold across two instances; Redis down never fail
     await waitUntil('the address to be let in again', async () => await list(instance, 'Bearer good-alice') === 200, 5 * SECOND, 100)
   }
 
-
   // Redis gone: every mutation goes through at once, uncounted (the limit is not enforced).
   await redis.kill()
   for (const instance of [one, two]) {
