@@ -2,6 +2,7 @@ import { SignJWT, jwtVerify } from 'jose'
 import type { FastifyRequest } from 'fastify'
 import { isTeamId } from '../lib/schemas.js'
 import type { Principal } from '../lib/types.js'
+import { accessTokenOf } from '../plugins/credentials.js'
 
 export interface JwtAuthOptions {
   /**
@@ -64,11 +65,8 @@ const VERIFIED_CACHE_SIZE = 10_000
 function bearerToken (request: FastifyRequest): string | undefined {
   const header = request.headers.authorization
   if (typeof header === 'string' && header.startsWith('Bearer ')) return header.slice(7).trim()
-  if (request.ws) {
-    const query = request.query as { access_token?: unknown }
-    if (typeof query.access_token === 'string') return query.access_token
-  }
-  return undefined
+  // Only an upgrade carries one: atlas-credentials took it out of the URL before anything logged it.
+  return accessTokenOf(request)
 }
 
 export async function signToken (secret: string, userId: string, teams: string[], expiresIn = '12h'): Promise<string> {

@@ -4,9 +4,11 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import { CloseCode } from '../lib/protocol.js'
 import { atlasAuth, type AtlasAuthOptions, type Authenticate } from './auth.js'
 import { atlasBroker, type AtlasBrokerOptions } from './broker.js'
+import { atlasCredentials } from './credentials.js'
 import { atlasHub, type AtlasHubOptions } from './hub.js'
 import { atlasRepository, type AtlasRepositoryOptions } from './repository.js'
 import { atlasTaskRoutes, type AtlasTaskRoutesOptions } from './task-routes.js'
+import { atlasUpgradeGuard } from './upgrade-guard.js'
 import { atlasWebSocket, RECOMMENDED_MAX_PAYLOAD, type AtlasWebSocketOptions } from './websocket.js'
 import { optionError } from './options.js'
 
@@ -37,6 +39,9 @@ const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fas
     throw optionError(NAME, 'option database is required, e.g. { databasePath: "./atlas.db" }')
   }
   const { maxPayload = RECOMMENDED_MAX_PAYLOAD, ...websocket } = options.websocket ?? {}
+  // First: they act on every request and every route declared after them.
+  await fastify.register(atlasCredentials)
+  await fastify.register(atlasUpgradeGuard)
   await fastify.register(atlasRepository, options.database)
   await fastify.register(atlasBroker, options.broker ?? {})
   await fastify.register(atlasHub, options.hub ?? {})
@@ -62,7 +67,8 @@ export const atlasRealtime = fp(atlasRealtimePlugin, { fastify: '5.x', name: NAM
 export default atlasRealtime
 
 export { requireTeam } from './auth.js'
-export { atlasAuth, atlasBroker, atlasHub, atlasRepository, atlasTaskRoutes, atlasWebSocket }
+export { accessTokenOf } from './credentials.js'
+export { atlasAuth, atlasBroker, atlasCredentials, atlasHub, atlasRepository, atlasTaskRoutes, atlasUpgradeGuard, atlasWebSocket }
 export type { Authenticate, AtlasAuthOptions, AtlasBrokerOptions, AtlasHubOptions, AtlasRepositoryOptions, AtlasTaskRoutesOptions, AtlasWebSocketOptions }
 export { MUTATION_ID_HEADER, etagOf, parseIfMatch } from './task-routes.js'
 export * from '../lib/index.js'
