@@ -6,7 +6,7 @@ import type { LoggedEvent } from './types.js'
 export interface RedisBrokerOptions {
   /** Connection used for PUBLISH. */
   publisher: Redis
-  /** Connection in subscriber mode; must not be shared with other commands. */
+  /** Connection in subscriber mode; must not be shared with other commands. Its `autoResubscribe` is turned off. */
   subscriber: Redis
   /** Channel of team T is `${channelPrefix}${T}`. */
   channelPrefix?: string
@@ -32,6 +32,12 @@ export class RedisBroker implements Broker {
     this.instanceId = options.instanceId ?? randomUUID()
     this.#publisher = options.publisher
     this.#subscriber = options.subscriber
+    // This broker re-subscribes itself on every 'ready' (and learns from the reply when the
+    // subscription is live). ioredis's own re-subscribe is a SUBSCRIBE nobody awaits: when a
+    // shutdown ends the socket while a reconnect's handshake is in flight, ioredis still turns
+    // 'ready', that SUBSCRIBE is rejected with "Connection is closed." and, unhandled, takes the
+    // process down. It is read at each 'ready', so turning it off here covers a client made elsewhere.
+    this.#subscriber.options.autoResubscribe = false
     this.#prefix = options.channelPrefix ?? 'atlas:team:'
   }
 
@@ -79,8 +85,8 @@ export class RedisBroker implements Broker {
   }
 
   readonly #onSubscriberReady = (): void => {
-    // ioredis resubscribes on its own, but only our own SUBSCRIBE's reply proves the
-    // subscription is live again; the catch-up read must come after that, not before.
+    // Only our own SUBSCRIBE's reply proves the subscription is live again; the catch-up read
+    // must come after that, not before.
     const channels = [...this.#teams].map((t) => this.#prefix + t)
     const resubscribed = channels.length === 0 ? Promise.resolve() : this.#subscriber.subscribe(...channels)
     resubscribed.then(() => {
