@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import type {} from '@fastify/websocket'
 
 const NAME = 'atlas-upgrade-guard'
@@ -21,9 +21,11 @@ const upgradeGuardPlugin: FastifyPluginAsync = async (fastify) => {
   })
 }
 
-async function refuseUpgrade (request: FastifyRequest, reply: FastifyReply): Promise<void> {
-  if (request.ws !== true) return
-  await reply.code(404).send({ statusCode: 404, code: 'NOT_A_WEBSOCKET_ROUTE', error: 'Not Found', message: `${request.method} ${request.routeOptions.url ?? ''} is not a WebSocket endpoint` })
+// Callback style: on every request of every route, so no promise for the common case.
+function refuseUpgrade (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+  if (request.ws !== true) return done()
+  // Answered here, so `done` is not called: nothing after this hook runs.
+  reply.code(404).send({ statusCode: 404, code: 'NOT_A_WEBSOCKET_ROUTE', error: 'Not Found', message: `${request.method} ${request.routeOptions.url ?? ''} is not a WebSocket endpoint` })
 }
 
 export const atlasUpgradeGuard = fp(upgradeGuardPlugin, { fastify: '5.x', name: NAME })

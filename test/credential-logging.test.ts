@@ -59,9 +59,13 @@ function abusiveRequests (token: string): Array<[string, string, boolean]> {
 
 t.test('no log line carries the access token, in whatever form or place a URL carries it', async (t) => {
   const log = captureLog()
-  const instance = await listenInstance(t, await exampleApp(t, log))
+  const app = await exampleApp(t, log)
+  app.get('/echo', async (request) => ({ url: request.url, query: request.query }))
+  const instance = await listenInstance(t, app)
   const token = await tokenFor('alice', ['red'])
   const port = Number(new URL(instance.baseUrl).port)
+  const echo = await rawRequest({ host: '127.0.0.1', port, method: 'GET', path: `/echo?a=1&%61ccess_token=${token}&b=2` })
+  t.same(echo.body, { url: '/echo?a=1&b=2', query: { a: '1', b: '2' } }, 'routes see the URL and query without it')
   const statuses: string[] = []
   for (const [method, path, upgrade] of abusiveRequests(token)) {
     const outcome = await rawRequest({ host: '127.0.0.1', port, method, path }, { upgrade })
