@@ -2,6 +2,7 @@ import fastifyRateLimit from '@fastify/rate-limit'
 import type { FastifyInstance } from 'fastify'
 import { Redis, type RedisOptions } from 'ioredis'
 import { optionError } from './options.js'
+import { WriteBehindCounters, writeBehindStore } from './write-behind-store.js'
 
 /** Where rate-limit counters live so a limit holds across instances: a Redis URL or ioredis options. */
 export type RateLimitRedis = string | RedisOptions
@@ -31,7 +32,13 @@ export function checkRateLimitRedis (plugin: string, value: unknown): void {
  * update fails at once and `skipOnError` lets the request through uncounted. Redis being down
  * therefore never fails or delays a mutation; the limit is simply not enforced until it is back.
  */
-export async function registerRateLimit (scope: FastifyInstance, plugin: string, redis: RateLimitRedis | undefined, nameSpace: string): Promise<void> {
+export async function registerRateLimit (
+  scope: FastifyInstance,
+  plugin: string,
+  redis: RateLimitRedis | undefined,
+  nameSpace: string,
+  { writeBehindMs }: { writeBehindMs?: number } = {}
+): Promise<void> {
   let connection: Redis | undefined
   if (redis !== undefined) {
     const options: RedisOptions = { enableOfflineQueue: false, commandTimeout: COMMAND_TIMEOUT_MS, connectionName: `atlas-rate-limit-${plugin}` }
@@ -58,6 +65,12 @@ export async function registerRateLimit (scope: FastifyInstance, plugin: string,
         resolve()
       }
     })
+  }
+  if (connection !== undefined && writeBehindMs !== undefined) {
+    const counters = new WriteBehindCounters(connection, nameSpace, writeBehindMs, (err) => { scope.log.debug({ err, plugin }, 'atlas: sending rate-limit counts to Redis failed') })
+    scope.addHook('preClose', async () => { counters.close() })
+    await scope.register(fastifyRateLimit, { global: false, store: writeBehindStore(counters) })
+    return
   }
   await scope.register(fastifyRateLimit, { global: false, skipOnError: true, redis: connection, nameSpace, cache: 10_000 })
 }

@@ -34,6 +34,8 @@ export const MUTATION_ID_HEADER = 'idempotency-key'
 const MUTATION_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/
 
 const NAME = 'atlas-task-routes'
+/** How often this instance's mutation counts go to Redis (and it learns the others'). */
+const MUTATION_COUNT_FLUSH_MS = 100
 
 const errorSchemas = { 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 404: ErrorResponse, 429: ErrorResponse }
 
@@ -62,7 +64,9 @@ const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fast
     // costs the user nothing, and nobody can spend another user's allowance.
     let preHandler: preHandlerAsyncHookHandler | undefined
     if (maxMutations > 0) {
-      await registerRateLimit(scope, NAME, options.rateLimitRedis, 'atlas-mutations:')
+      // Written behind: counting a mutation costs no Redis round trip (the bench measured one per
+      // mutation at +14 % server CPU per delivery); instances share counts every 100 ms.
+      await registerRateLimit(scope, NAME, options.rateLimitRedis, 'atlas-mutations:', { writeBehindMs: MUTATION_COUNT_FLUSH_MS })
       preHandler = scope.rateLimit({
         max: maxMutations,
         timeWindow: mutationWindowMs,
