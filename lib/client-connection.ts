@@ -18,7 +18,7 @@ export interface ClientConnectionOptions {
   maxFramesPerSecond: number
   /** Client frames a connection may send at once above the steady rate. */
   frameBurst: number
-  /** Bytes of replayed events per minute per connection; a resume beyond it is told to resync. */
+  /** Bytes of replayed events per minute per user; a resume beyond it is told to resync. */
   replayBytesPerMinute: number
 }
 
@@ -37,6 +37,7 @@ export class ClientConnection implements HubClient {
   readonly #teams = new Set<string>()
   readonly #allowed: ReadonlySet<string>
   readonly #frames: TokenBucket
+  /** The user's replay budget, shared by all of the user's connections on this instance. */
   readonly #replayBytes: TokenBucket
   #invalidFrames = 0
   #closed = false
@@ -45,13 +46,13 @@ export class ClientConnection implements HubClient {
   /** Set by the heartbeat each round, cleared by a pong. */
   awaitingPong = false
 
-  constructor (socket: WebSocket, readonly principal: Principal, hub: Hub, options: ClientConnectionOptions) {
+  constructor (socket: WebSocket, readonly principal: Principal, hub: Hub, options: ClientConnectionOptions, replayBudget: TokenBucket) {
     this.#socket = socket
     this.#hub = hub
     this.#options = options
     this.#allowed = new Set(principal.teams)
     this.#frames = new TokenBucket(options.frameBurst, options.maxFramesPerSecond)
-    this.#replayBytes = new TokenBucket(options.replayBytesPerMinute, options.replayBytesPerMinute / 60)
+    this.#replayBytes = replayBudget
     // Attached before anything awaits, so no early frame is missed.
     socket.on('message', this.#onMessage)
     socket.on('pong', this.#onPong)

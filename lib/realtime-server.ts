@@ -2,6 +2,7 @@ import type { WebSocket } from 'ws'
 import { ClientConnection, type ClientConnectionOptions } from './client-connection.js'
 import type { Hub } from './hub.js'
 import { CloseCode } from './protocol.js'
+import { TokenBucket } from './token-bucket.js'
 import type { Principal } from './types.js'
 
 export interface RealtimeServerOptions extends ClientConnectionOptions {
@@ -25,8 +26,12 @@ export class RealtimeServer {
   readonly #hub: Hub
   readonly #options: RealtimeServerOptions
   readonly #connections = new Set<ClientConnection>()
-  /** Open connections per user id (a Map: user ids are the integrator's, any string). */
-  readonly #perUser = new Map<string, number>()
+  /**
+   * Per user id (a Map: user ids are the integrator's, any string): open connections, and the
+   * replay budget they share, so that reconnecting does not refill it. A user is forgotten once
+   * no connection is open and the budget has refilled.
+   */
+  readonly #users = new Map<string, { connections: number, replay: TokenBucket }>()
   readonly #heartbeat: NodeJS.Timeout
 
   constructor (hub: Hub, options: RealtimeServerOptions) {
@@ -39,6 +44,9 @@ export class RealtimeServer {
         if (expiresAt !== undefined && expiresAt <= now) connection.close(CloseCode.CREDENTIALS_EXPIRED, 'credentials expired')
         else connection.ping()
       }
+      for (const [userId, user] of this.#users) {
+        if (user.connections === 0 && user.replay.full(now)) this.#users.delete(userId)
+      }
     }, options.heartbeatMs)
     this.#heartbeat.unref()
   }
@@ -48,7 +56,7 @@ export class RealtimeServer {
   /** Whether one more connection may open now: undefined, or why not. Without a principal, only the overall limit. */
   refusal (principal?: Principal): Refusal | undefined {
     if (this.#connections.size >= this.#options.maxConnections) return 'server_full'
-    if (principal !== undefined && (this.#perUser.get(principal.userId) ?? 0) >= this.#options.maxConnectionsPerUser) return 'user_limit'
+    if (principal !== undefined && (this.#users.get(principal.userId)?.connections ?? 0) >= this.#options.maxConnectionsPerUser) return 'user_limit'
     return undefined
   }
 
@@ -63,15 +71,20 @@ export class RealtimeServer {
       socket.close(CloseCode.TRY_AGAIN_LATER, refused === 'server_full' ? 'server at its connection limit' : 'too many connections for this user')
       return undefined
     }
-    const connection = new ClientConnection(socket, principal, this.#hub, this.#options)
     const { userId } = principal
+    let user = this.#users.get(userId)
+    if (user === undefined) {
+      const { replayBytesPerMinute } = this.#options
+      user = { connections: 0, replay: new TokenBucket(replayBytesPerMinute, replayBytesPerMinute / 60) }
+      this.#users.set(userId, user)
+    }
+    const connection = new ClientConnection(socket, principal, this.#hub, this.#options, user.replay)
+    const counted = user
+    counted.connections++
     this.#connections.add(connection)
-    this.#perUser.set(userId, (this.#perUser.get(userId) ?? 0) + 1)
     socket.once('close', () => {
       this.#connections.delete(connection)
-      const left = (this.#perUser.get(userId) ?? 1) - 1
-      if (left === 0) this.#perUser.delete(userId)
-      else this.#perUser.set(userId, left)
+      counted.connections--
     })
     connection.start(teams, since)
     return connection

@@ -17,12 +17,21 @@ export class TokenBucket {
 
   /** Takes `n` tokens if the bucket holds them; otherwise takes nothing and returns false. */
   take (n = 1, now = Date.now()): boolean {
-    if (now > this.#updated) {
-      this.#tokens = Math.min(this.#capacity, this.#tokens + (now - this.#updated) * this.#perMs)
-      this.#updated = now
-    }
+    this.#refill(now)
     if (this.#tokens < n) return false
     this.#tokens -= n
     return true
+  }
+
+  /** Whether the bucket is full again: forgetting it then changes nothing. */
+  full (now = Date.now()): boolean {
+    this.#refill(now)
+    return this.#tokens >= this.#capacity
+  }
+
+  #refill (now: number): void {
+    if (now <= this.#updated) return
+    this.#tokens = Math.min(this.#capacity, this.#tokens + (now - this.#updated) * this.#perMs)
+    this.#updated = now
   }
 }

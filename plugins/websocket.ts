@@ -21,7 +21,7 @@ export interface AtlasWebSocketOptions {
   maxFramesPerSecond?: number
   /** Client frames a connection may send at once above the steady rate (default 100). */
   frameBurst?: number
-  /** Bytes of replayed events per minute per connection; a resume beyond it gets `resync` `replay_limited` (default 32 MiB). */
+  /** Bytes of replayed events per minute per user on this instance (shared by the user's connections); a resume beyond it gets `resync` `replay_limited` (default 32 MiB). */
   replayBytesPerMinute?: number
   /** Open connections this instance accepts; the next upgrade gets 503 (default 20000). */
   maxConnections?: number

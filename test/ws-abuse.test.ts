@@ -127,7 +127,7 @@ t.test('200 subscribe frames of 100 foreign teams: refusals count as invalid, cl
   t.equal(client.frames.filter((f) => f.type === 'error' && f.code === 'forbidden_team').length, 21, '21 error frames, not 20,000')
 })
 
-t.test('subscribe(since 0)/unsubscribe cycles spend the replay budget, then get resync replay_limited', async (t) => {
+t.test('subscribe(since 0)/unsubscribe cycles spend the user\'s replay budget, then get resync replay_limited, reconnecting too', async (t) => {
   const replayBytesPerMinute = 512 * 1024
   const instance = await startInstance(t, {
     databasePath: `${t.testdir()}/atlas.db`,
@@ -155,6 +155,11 @@ t.test('subscribe(since 0)/unsubscribe cycles spend the replay budget, then get 
   const perReplay = bytes / (cycles - limited)
   t.ok(limited > 0, `${limited} of ${cycles} resumes refused with replay_limited`)
   t.ok(bytes < replayBytesPerMinute + 2 * perReplay, `received ${bytes} bytes in all, within the budget of ${replayBytesPerMinute} plus a replay`)
+  // The budget is the user's: a new connection does not refill it.
+  await client.close()
+  const again = await connectClient(t, instance, token, { since: { red: 0 } })
+  t.match(again.frames.find((f) => f.type === 'resync'), { reason: 'replay_limited' }, 'a reconnect is still over budget')
+  t.equal(again.events.length, 0, 'and gets no replay')
 })
 
 t.test('connections per user and per instance are capped at the upgrade (429, 503 with Retry-After)', async (t) => {
