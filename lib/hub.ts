@@ -1,6 +1,7 @@
 import type { Broker } from './broker.js'
-import type { ResyncReason, ServerControlFrame } from './protocol.js'
-import type { RetentionPolicy, TaskRepository } from './repository.js'
+import { silentLogger, type Logger } from './logger.js'
+import type { ResyncReason, ServerControlFrame } from '../protocol/index.js'
+import type { TaskRepository } from './repository.js'
 import { SharedFrame } from './shared-frame.js'
 import type { LoggedEvent } from './types.js'
 
@@ -30,28 +31,17 @@ export interface HubClient {
   chargeReplay? (bytes: number): boolean
 }
 
-export interface HubLogger {
-  warn (obj: object, msg: string): void
-  error (obj: object, msg: string): void
-  debug (obj: object, msg: string): void
-}
-
 export interface HubOptions {
   repository: TaskRepository
   broker: Broker
-  logger?: HubLogger
-  /** A resume further behind than this many events gets a resync instead of a replay. */
+  logger?: Logger
+  /** A resume further behind than this many events gets a resync instead of a replay (default 10000). */
   maxReplayEvents?: number
-  /** How often unpublished events older than `relayGraceMs` are relayed (0: only at start and on reconnect). */
-  relayIntervalMs?: number
-  relayGraceMs?: number
   /**
-   * Retention of the event log, enforced every `pruneIntervalMs` (default 60000; 0: never).
-   * Defaults: 50,000 events per team, 7 days, mutation ids 24 h; 0 for any of them: no limit.
+   * Called when the broker is back after losing its connection, once every stream caught up
+   * from the log: messages may have been lost meanwhile, so the outbox should be relayed.
    */
-  retention?: RetentionPolicy & { pruneIntervalMs?: number }
-  /** Test hook: runs after an event committed and before it is published. */
-  beforePublish?: (event: LoggedEvent) => void
+  onRecovered?: () => void
 }
 
 /** The local subscribers of one team and how far this instance has delivered the team's log. */
@@ -73,38 +63,22 @@ class TeamStream {
 const CATCH_UP_PAGE = 500
 /** Events read from the log per replay step; the client's buffer decides how many are written at once. */
 const REPLAY_PAGE = 100
-/** How often published marks are written (one transaction for all of them); well under relayGraceMs. */
-const PUBLISHED_FLUSH_MS = 200
-const RELAY_PAGE = 1000
-/** A relay bound that includes every unpublished event, even one committed this millisecond. */
-const EVERYTHING = Number.MAX_SAFE_INTEGER
-const silentLogger: HubLogger = { warn () {}, error () {}, debug () {} }
 
 /**
  * Per-instance fan-out. For each team with local subscribers it keeps one ordered, gapless
  * stream: an event is handed on only when it is the next seq; anything else (a gap after a lost
  * broker message, a reconnect, an event from another instance that arrived before an earlier
- * one) is filled from the event log first. Events committed here are published to the other
- * instances; the log's `published` flag makes it an outbox that is relayed when the broker
- * could not take an event.
+ * one) is filled from the event log first. Publishing what this instance commits is the
+ * outbox relay's job (outbox-relay.ts), pruning the log the retention's (retention.ts).
  */
 export class Hub {
   readonly #repository: TaskRepository
   readonly #broker: Broker
-  readonly #log: HubLogger
+  readonly #log: Logger
   readonly #teams = new Map<string, TeamStream>()
   readonly #maxReplay: number
-  readonly #relayGraceMs: number
-  readonly #beforePublish: ((event: LoggedEvent) => void) | undefined
-  readonly #retention: RetentionPolicy
-  readonly #timers: NodeJS.Timeout[] = []
+  readonly #onRecovered: (() => void) | undefined
   readonly #unsubscribeCommits: () => void
-  #publishedBatch: Array<{ teamId: string, seq: number }> = []
-  #flushScheduled = false
-  #inflight = new Set<Promise<unknown>>()
-  #relaying = false
-  /** A relay asked for while one was running: the latest `before` asked for, run when it ends. */
-  #relayAgain: number | undefined
   #closed = false
 
   constructor (options: HubOptions) {
@@ -112,25 +86,13 @@ export class Hub {
     this.#broker = options.broker
     this.#log = options.logger ?? silentLogger
     this.#maxReplay = options.maxReplayEvents ?? 10_000
-    this.#relayGraceMs = options.relayGraceMs ?? 1000
-    this.#beforePublish = options.beforePublish
-    const { pruneIntervalMs = 60_000, ...retention } = options.retention ?? {}
-    // Bounded by default: a log nobody prunes grows forever. A week, or 50,000 events per team,
-    // covers any realistic offline client; one further behind refetches the list.
-    this.#retention = { maxEventsPerTeam: 50_000, maxEventAgeMs: 7 * 24 * 3600_000, ...retention }
+    this.#onRecovered = options.onRecovered
     this.#broker.attach({
       onEvent: (event) => { this.#advance(event) },
       onResubscribed: () => { this.#recover() }
     })
-    this.#unsubscribeCommits = this.#repository.onCommit((event) => {
-      this.#advance(event)
-      this.#publish(event)
-    })
-    const relayIntervalMs = options.relayIntervalMs ?? 1000
-    if (relayIntervalMs > 0) this.#every(relayIntervalMs, () => { this.#relay(Date.now() - this.#relayGraceMs) })
-    if (pruneIntervalMs > 0) this.#every(pruneIntervalMs, () => { this.prune() })
-    // Whatever an earlier process committed and never published goes out now.
-    this.#relay(EVERYTHING)
+    // Local sockets get a commit at once; publishing it to the other instances is the relay's.
+    this.#unsubscribeCommits = this.#repository.onCommit((event) => { this.#advance(event) })
   }
 
   /** Number of teams with local subscribers, and of subscriptions (live or still replaying). */
@@ -196,38 +158,12 @@ export class Hub {
     for (const teamId of teamIds) this.leave(client, teamId)
   }
 
-  /** Applies the retention policy now. */
-  prune (): void {
-    try {
-      // What is known to be published may be pruned: record it first.
-      this.#flushPublished()
-      const removed = this.#repository.prune(this.#retention)
-      if (removed.events > 0 || removed.mutationIds > 0) this.#log.debug(removed, 'atlas: pruned event log')
-    } catch (err) {
-      this.#log.warn({ err }, 'atlas: pruning the event log failed; retrying later')
-    }
-  }
-
-  /** Stops timers, waits for publishes in flight (bounded by `timeoutMs`), records what was published. */
-  async close (timeoutMs = 5000): Promise<void> {
+  /** Stops taking events; streams are dropped (their sockets are closed by their owner). */
+  close (): void {
     if (this.#closed) return
     this.#closed = true
     this.#unsubscribeCommits()
-    for (const timer of this.#timers) clearInterval(timer)
-    let timeout: NodeJS.Timeout | undefined
-    await Promise.race([
-      Promise.allSettled([...this.#inflight]),
-      new Promise((resolve) => { timeout = setTimeout(resolve, timeoutMs) })
-    ])
-    clearTimeout(timeout)
-    this.#flushPublished()
     this.#teams.clear()
-  }
-
-  #every (ms: number, fn: () => void): void {
-    const timer = setInterval(fn, ms)
-    timer.unref()
-    this.#timers.push(timer)
   }
 
   #streamFor (teamId: string): TeamStream {
@@ -341,96 +277,13 @@ export class Hub {
     return events.length
   }
 
-  /** After a broker reconnect: catch every stream up from the log and relay the outbox. */
+  /** After a broker reconnect: catch every stream up from the log, then let the outbox be relayed. */
   #recover (): void {
     if (this.#closed) return
     for (const [teamId, stream] of this.#teams) {
       if (stream.ready) this.#catchUp(teamId, stream)
     }
-    this.#relay(EVERYTHING)
-  }
-
-  /** Hands an event to the broker; resolves true when the broker took it (never rejects). */
-  #publish (event: LoggedEvent): Promise<boolean> {
-    try {
-      this.#beforePublish?.(event)
-    } catch (err) {
-      // Runs after commit: a throw must not turn a committed mutation into an error for its
-      // caller. The event is simply not published now and stays in the outbox.
-      this.#log.warn({ err, teamId: event.teamId, seq: event.seq }, 'atlas: beforePublish threw; the event stays in the outbox')
-      return Promise.resolve(false)
-    }
-    const publishing: Promise<boolean> = this.#broker.publish(event).then(() => {
-      this.#publishedBatch.push({ teamId: event.teamId, seq: event.seq })
-      this.#scheduleFlush()
-      return true
-    }, (err: unknown) => {
-      this.#log.debug({ err, teamId: event.teamId, seq: event.seq }, 'atlas: publish failed; the event stays in the outbox')
-      return false
-    }).finally(() => { this.#inflight.delete(publishing) })
-    this.#inflight.add(publishing)
-    return publishing
-  }
-
-  /** Publishes unpublished events committed before `before`, oldest first per team. */
-  #relay (before: number): void {
-    if (this.#closed) return
-    if (this.#relaying) {
-      // E.g. a reconnect while the previous relay's publishes still hang: dropping this request
-      // would leave what was refused meanwhile in the outbox until the next trigger (never, with
-      // relayIntervalMs 0). It runs when the current relay ends.
-      this.#relayAgain = Math.max(this.#relayAgain ?? 0, before)
-      return
-    }
-    let pending: LoggedEvent[]
-    try {
-      pending = this.#repository.unpublished(before, RELAY_PAGE)
-    } catch (err) {
-      this.#log.warn({ err }, 'atlas: reading the outbox failed')
-      return
-    }
-    if (pending.length === 0) return
-    this.#relaying = true
-    this.#log.debug({ count: pending.length }, 'atlas: relaying unpublished events')
-    Promise.all(pending.map(async (event) => await this.#publish(event))).then((taken) => {
-      this.#relaying = false
-      const again = this.#relayAgain
-      this.#relayAgain = undefined
-      if (pending.length === RELAY_PAGE && taken.every(Boolean)) {
-        // A full page the broker took: more may be waiting. Mark this page first (or the next
-        // read returns it again) and read on in a later turn, letting I/O in between.
-        this.#flushPublished()
-        setImmediate(() => { this.#relay(Math.max(before, again ?? 0)) })
-      } else if (again !== undefined) {
-        this.#relay(again)
-      }
-      // A page the broker refused is not read again at once: with Redis down that would spin
-      // forever in microtasks and starve the event loop. The next interval or reconnect retries.
-    }, () => {})
-  }
-
-  #scheduleFlush (): void {
-    if (this.#flushScheduled) return
-    this.#flushScheduled = true
-    // Batched over a short window: each flush is a write transaction that competes with
-    // mutations (of every process) for SQLite's one write lock. Unmarked events are only
-    // relayed once older than relayGraceMs, so the delay costs no duplicates.
-    setTimeout(() => {
-      this.#flushScheduled = false
-      this.#flushPublished()
-    }, PUBLISHED_FLUSH_MS).unref()
-  }
-
-  #flushPublished (): void {
-    if (this.#publishedBatch.length === 0) return
-    const batch = this.#publishedBatch
-    this.#publishedBatch = []
-    try {
-      this.#repository.markPublished(batch)
-    } catch (err) {
-      // Not fatal: the events are simply relayed again and receivers drop the duplicates.
-      this.#log.warn({ err }, 'atlas: marking events published failed')
-    }
+    this.#onRecovered?.()
   }
 }
 

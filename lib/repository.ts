@@ -4,8 +4,10 @@ import { and, asc, eq, lt, lte, sql } from 'drizzle-orm'
 import type { AtlasDatabase } from './db/open.js'
 import { events, mutations, tasks, teamSequences, type TaskRow } from './db/schema.js'
 import { InvalidCursorError, InvalidLimitError, InvalidTaskError, MutationIdConflictError, PreconditionFailedError, TaskNotFoundError } from './errors.js'
-import { isWellFormed } from './schemas.js'
-import type { LoggedEvent, Task, TaskEvent, TaskField, TaskInput, TaskPatch } from './types.js'
+import { TASK_FIELDS, type TaskField } from '../protocol/constants.js'
+import type { Task, TaskEvent, TaskInput, TaskPatch } from '../protocol/schemas.js'
+import type { LoggedEvent } from './types.js'
+import { isWellFormed } from './well-formed.js'
 
 /** Who makes a mutation and under which conditions. */
 export interface MutationContext {
@@ -26,12 +28,16 @@ export interface MutationResult {
   replayed: boolean
 }
 
+/**
+ * What the event log keeps. Here, 0 or absent means no limit; the defaults a deployment runs
+ * with are the retention's (lib/retention.ts), which always passes every limit.
+ */
 export interface RetentionPolicy {
-  /** Keep at most this many events per team (0 or absent: no limit by count). */
+  /** Keep at most this many events per team. */
   maxEventsPerTeam?: number
-  /** Drop events older than this many ms (0 or absent: no limit by age). */
+  /** Drop events older than this many ms. */
   maxEventAgeMs?: number
-  /** Forget mutation ids older than this many ms (absent: 24 h; 0: never). */
+  /** Forget mutation ids older than this many ms. */
   mutationIdTtlMs?: number
 }
 
@@ -52,7 +58,7 @@ export interface TaskPage {
   nextCursor: string | null
 }
 
-const FIELDS: readonly TaskField[] = ['title', 'description', 'status', 'assignee', 'dueDate']
+const FIELDS: readonly TaskField[] = TASK_FIELDS
 
 export interface TaskRepositoryOptions {
   /** Clock, injectable for tests. */
@@ -233,7 +239,7 @@ export class TaskRepository {
    */
   prune (policy: RetentionPolicy): { events: number, mutationIds: number } {
     const now = this.#now()
-    const { maxEventsPerTeam = 0, maxEventAgeMs = 0, mutationIdTtlMs = 24 * 3600_000 } = policy
+    const { maxEventsPerTeam = 0, maxEventAgeMs = 0, mutationIdTtlMs = 0 } = policy
     return this.#db.transaction((tx) => {
       let removed = 0
       for (const team of tx.select().from(teamSequences).all()) {

@@ -7,7 +7,9 @@ import t from 'tap'
 import Database from 'better-sqlite3'
 import { Redis } from 'ioredis'
 import { openDatabase } from '../lib/db/open.js'
+import { kBeforePublish } from '../lib/outbox-relay.js'
 import { TaskRepository } from '../lib/repository.js'
+import type { LoggedEvent } from '../lib/types.js'
 import { api, connectClient, seqRange, seqReport, startInstance, tokenFor, waitUntil, type Instance } from './helpers/app.js'
 import { PUBLISHER_NAMESPACE, SUBSCRIBER_NAMESPACE } from '../plugins/broker.js'
 import { startChildInstance } from './helpers/child-instance.js'
@@ -154,7 +156,7 @@ t.test('gap fill: an event whose publish was lost is read from the log before th
     realtime: {
       hub: {
         relayIntervalMs: 0,
-        beforePublish: (event) => { if (event.payload.includes('"title":"lost"')) throw new Error('test: this publish is lost') }
+        [kBeforePublish]: (event: LoggedEvent) => { if (event.payload.includes('"title":"lost"')) throw new Error('test: this publish is lost') }
       }
     }
   })

@@ -2,6 +2,8 @@ import t from 'tap'
 import { openDatabase } from '../lib/db/open.js'
 import type { Broker, BrokerHandlers } from '../lib/broker.js'
 import { Hub } from '../lib/hub.js'
+import { silentLogger } from '../lib/logger.js'
+import { OutboxRelay } from '../lib/outbox-relay.js'
 import { TaskRepository } from '../lib/repository.js'
 import type { LoggedEvent } from '../lib/types.js'
 
@@ -49,8 +51,11 @@ t.test('a relay asked for while one is still running runs when it ends, so nothi
   // Committed by a process that died before publishing.
   repository.create('red', { title: 'left unpublished' }, { actor: 'carol' })
   const broker = new GatedBroker()
-  const hub = new Hub({ repository, broker, relayIntervalMs: 0 })
-  t.teardown(async () => { await hub.close(0) })
+  const relay = new OutboxRelay({ repository, broker, logger: silentLogger, relayIntervalMs: 0, relayGraceMs: 1000 })
+  t.teardown(async () => { await relay.close(0) })
+  // The hub catches up when the broker is back, then asks the relay for the outbox.
+  const hub = new Hub({ repository, broker, onRecovered: () => { relay.relayAll() } })
+  t.teardown(() => { hub.close() })
 
   await broker.calledTimes(1)
   t.equal(broker.calls[0].event.seq, 1, 'the start-up relay publishes seq 1, and it hangs')
@@ -66,6 +71,6 @@ t.test('a relay asked for while one is still running runs when it ends, so nothi
   const relayed = broker.calls.slice(2).map((call) => call.event.seq)
   t.ok(relayed.includes(2), `the relay asked for meanwhile publishes seq 2 (relayed ${relayed.join(',')})`)
   for (const call of broker.calls.slice(2)) call.settle(true)
-  await hub.close()
+  await relay.close(5000)
   t.same(repository.unpublished(Date.now() + 1, 10), [], 'the outbox is empty once both are published')
 })

@@ -2,7 +2,7 @@ import t from 'tap'
 import { openDatabase } from '../lib/db/open.js'
 import { Hub, type HubClient } from '../lib/hub.js'
 import { MemoryBroker } from '../lib/memory-broker.js'
-import type { ServerControlFrame } from '../lib/protocol.js'
+import type { ServerControlFrame } from '../protocol/schemas.js'
 import { TaskRepository } from '../lib/repository.js'
 import type { SharedFrame } from '../lib/shared-frame.js'
 
@@ -34,8 +34,8 @@ t.test('a resume whose history is pruned between reading it and replaying it get
   t.teardown(async () => { await database.close() })
   const repository = new PrunedBehindItsBack(database.db)
   for (let i = 1; i <= 6; i++) repository.create('red', { title: `task ${i}` }, { actor: 'alice' })
-  const hub = new Hub({ repository, broker: new MemoryBroker(), relayIntervalMs: 0, retention: { pruneIntervalMs: 0 } })
-  t.teardown(async () => { await hub.close(0) })
+  const hub = new Hub({ repository, broker: new MemoryBroker() })
+  t.teardown(() => { hub.close() })
 
   const client = new RecordingClient()
   repository.pruneNext = true

@@ -7,7 +7,7 @@
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { MemoryBus } from '../lib/memory-broker.js'
-import type { Task } from '../lib/types.js'
+import type { Task } from '../protocol/schemas.js'
 import { api, connectClient, seqRange, startInstance, tokenFor, waitUntil } from './helpers/app.js'
 import { pingPong, seqsOf, TestClient } from './helpers/ws-client.js'
 
@@ -87,7 +87,7 @@ t.test('resync: history pruned, ahead of the log, and continuing from the list s
   for (let i = 1; i <= 30; i++) app.taskRepository.create('red', { title: `task ${i}` }, { actor: 'alice' })
   // Unpublished events are never pruned (they are the outbox): wait for the broker to take them.
   await waitUntil('events 1-30 published', () => app.taskRepository.unpublished(Date.now() + 1000, 1).length === 0)
-  app.atlasHub.prune()
+  app.atlasRetention.prune()
   t.same(app.taskRepository.history('red'), { head: 30, prunedThrough: 20 }, 'the log keeps the last 10 events')
 
   const pruned = await connectClient(t, instance, alice, { since: { red: 19 } })

@@ -7,7 +7,9 @@
 import t from 'tap'
 import Database from 'better-sqlite3'
 import { openDatabase } from '../lib/db/open.js'
+import { kBeforePublish } from '../lib/outbox-relay.js'
 import { TaskRepository } from '../lib/repository.js'
+import type { LoggedEvent } from '../lib/types.js'
 import { MemoryBus } from '../lib/memory-broker.js'
 import { api, connectClient, seqRange, startInstance, tokenFor, waitUntil } from './helpers/app.js'
 import { pingPong, seqsOf } from './helpers/ws-client.js'
@@ -61,21 +63,21 @@ t.test('unpublished events (the outbox) and everything after them are never prun
         relayIntervalMs: 0,
         retention: { maxEventsPerTeam: 2, pruneIntervalMs: 0 },
         // The first publish of "stuck" is lost: that event stays in the outbox.
-        beforePublish: (event) => { if (!lost && event.payload.includes('"title":"stuck"')) { lost = true; throw new Error('test: lost publish') } }
+        [kBeforePublish]: (event: LoggedEvent) => { if (!lost && event.payload.includes('"title":"stuck"')) { lost = true; throw new Error('test: lost publish') } }
       }
     }
   })
-  const { taskRepository: repository, atlasHub: hub } = instance.app
+  const { taskRepository: repository, atlasRetention: retention } = instance.app
   for (let i = 1; i <= 10; i++) repository.create('red', { title: i === 3 ? 'stuck' : `t${i}` }, { actor: 'alice' })
   await waitUntil('all but seq 3 published', () => repository.unpublished(Date.now() + 1000, 10).length === 1)
-  hub.prune()
+  retention.prune()
   t.same(repository.history('red'), { head: 10, prunedThrough: 2 }, 'pruning stops before the unpublished event')
   t.same(eventSeqs(databasePath, 'red'), seqRange(3, 10))
 
   // Another instance starts: its start-up relay publishes the outbox, and pruning can go on.
   await startInstance(t, { databasePath, realtime: { broker: { memoryBus } } })
   await waitUntil('seq 3 relayed and marked', () => repository.unpublished(Date.now() + 1000, 10).length === 0)
-  hub.prune()
+  retention.prune()
   t.same(repository.history('red'), { head: 10, prunedThrough: 8 })
   t.same(eventSeqs(databasePath, 'red'), [9, 10])
 })
@@ -115,7 +117,7 @@ t.test('mutation ids are forgotten after their TTL', async (t) => {
   t.equal((await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'a' }, headers })).status, 200, 'within the TTL: a replay')
   const startedAt = Date.now()
   await waitUntil('the TTL to pass', () => Date.now() > startedAt + 5)
-  instance.app.atlasHub.prune()
+  instance.app.atlasRetention.prune()
   const again = await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'a' }, headers })
   t.equal(again.status, 201, 'after the TTL and a prune, the key is new again')
   t.not(again.body.id, first.body.id)

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { AtlasClient, type Snapshot, type TaskEvent } from '../lib/client/index.js'
+import { AtlasClient, type Snapshot, type TaskEvent } from '../client/index.js'
 import { api, startInstance, tokenFor } from './helpers/app.js'
 import { controlledWebSocket, nextEvent, until } from './helpers/sdk.js'
 
@@ -59,7 +59,7 @@ t.test('a resume the log can no longer serve makes the client refetch the list a
   for (const ws of instance.app.websocketServer.clients) ws.terminate()
   await dropped
   for (const title of ['a', 'b', 'c', 'd']) await create(title)
-  instance.app.atlasHub.prune()
+  instance.app.atlasRetention.prune()
 
   resyncing = true
   const resync = nextEvent<{ reason: string }>(client, 'resyncing', (r) => r.reason !== 'initial')

@@ -42,12 +42,12 @@ t.test('close: 1001 to clients, upgrades refused, a publish in flight finishes a
   t.equal(created.status, 201, 'the mutation does not wait for Redis')
   await onClosing.waitFor('the local event', () => onClosing.events.length === 1)
 
-  // Observe the moment the hub starts closing, to let Redis answer only while it waits.
-  const hub = closing.app.atlasHub
-  const hubClose = hub.close.bind(hub)
+  // Observe the moment the outbox starts closing, to let Redis answer only while it waits.
+  const outbox = closing.app.atlasOutbox
+  const outboxClose = outbox.close.bind(outbox)
   let hubClosing!: () => void
   const hubClosingStarted = new Promise<void>((resolve) => { hubClosing = resolve })
-  hub.close = async (timeoutMs?: number) => { hubClosing(); await hubClose(timeoutMs) }
+  outbox.close = async (timeoutMs: number) => { hubClosing(); await outboxClose(timeoutMs) }
 
   const closed = closing.close()
   const { code, reason } = await onClosing.closed
