@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify'
-import { readFile } from 'node:fs/promises'
+import fastifyStatic from '@fastify/static'
 import { existsSync } from 'node:fs'
+import { basename } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { atlasRealtime, type AtlasRealtimeOptions } from '../plugins/index.js'
 import { jwtAuthenticator } from './jwt-auth.js'
@@ -27,19 +28,6 @@ export interface DemoToken {
   token: string
 }
 
-const PAGE_FILES: Record<string, string> = {
-  '/': 'index.html',
-  '/board.js': 'board.js',
-  '/board.css': 'board.css'
-}
-
-const CONTENT_TYPES: Record<string, string> = {
-  html: 'text/html; charset=utf-8',
-  js: 'text/javascript; charset=utf-8',
-  css: 'text/css; charset=utf-8',
-  map: 'application/json; charset=utf-8'
-}
-
 /** The example Atlas API: the suite plus a page that shows a team's board live. */
 export async function buildExampleApp (config: ExampleConfig): Promise<FastifyInstance> {
   const app = Fastify({
@@ -53,21 +41,35 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
     broker: { ...config.realtime?.broker, redis: config.redisUrl }
   })
   const publicDir = findPublicDir()
-  for (const [route, file] of Object.entries(PAGE_FILES)) {
-    app.get(route, async (_request, reply) => await sendFile(reply, `${publicDir}/${file}`))
-  }
-  // The client SDK as the browser loads it: the compiled ES modules of lib/client, as they are.
-  app.get('/sdk/:file', async (request, reply) => {
-    const { file } = request.params as { file: string }
-    // Looked up per request so a build made after start-up is found.
-    const sdkDir = findSdkDir()
-    // Flat names only: nothing outside the SDK's own folder can be asked for.
-    if (!/^[a-z][a-z0-9-]*\.js(\.map)?$/.test(file)) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'No such SDK file' })
-    if (sdkDir === undefined) {
-      return reply.code(503).type('text/plain; charset=utf-8').send('The client SDK is not built: run `npm run build` (dist/lib/client is missing)')
-    }
-    return await sendFile(reply, `${sdkDir}/${file}`)
-  })
+  // The page: index.html, board.js and board.css, listed once at start-up (no catch-all route).
+  await app.register(fastifyStatic, { root: publicDir, wildcard: false, ...revalidated })
+  // The client SDK as the browser loads it: the compiled ES modules of client/ and the one file
+  // of protocol/ they import (constants.js), at paths that keep their relative imports working.
+  await app.register(async (sdk) => {
+    const dist = distDir()
+    // Checked per request, so a build made after start-up is found.
+    sdk.addHook('onRequest', async (_request, reply) => {
+      if (!existsSync(`${dist}/client/index.js`)) {
+        return await reply.code(503).type('text/plain; charset=utf-8').send('The client SDK is not built: run `npm run build` (dist/client is missing)')
+      }
+    })
+    await sdk.register(fastifyStatic, {
+      root: `${dist}/client`,
+      prefix: '/client/',
+      decorateReply: false,
+      // Flat names of compiled modules only: no declarations, nothing outside the folder.
+      allowedPath: (path) => /^\/[a-z][a-z0-9-]*\.js(\.map)?$/.test(path),
+      ...revalidated
+    })
+    await sdk.register(fastifyStatic, {
+      root: `${dist}/protocol`,
+      prefix: '/protocol/',
+      decorateReply: false,
+      // The SDK loads only the dependency-free constants; schemas.js needs TypeBox.
+      allowedPath: (path) => /^\/constants\.js(\.map)?$/.test(path),
+      ...revalidated
+    })
+  }, { prefix: '/sdk' })
   if (config.demoTokens !== undefined) {
     const tokens = config.demoTokens.map(({ userId, teams, token }) => ({ userId, teams, token }))
     app.get('/demo/tokens', async (_request, reply) => reply.header('cache-control', 'no-store').send({ users: tokens }))
@@ -76,25 +78,20 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
   return app
 }
 
-async function sendFile (reply: FastifyReply, path: string): Promise<FastifyReply> {
-  let body: string
-  try {
-    body = await readFile(path, 'utf8')
-  } catch {
-    return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'Not found' })
+const revalidated = {
+  cacheControl: false,
+  setHeaders (reply: FastifyReply, path: string): void {
+    // Always revalidated: a rebuilt SDK or an edited page is picked up on reload.
+    reply.header('cache-control', 'no-cache')
+    // The type RFC 9239 names (@fastify/send still says application/javascript).
+    if (path.endsWith('.js')) reply.type('text/javascript; charset=utf-8')
   }
-  const type = CONTENT_TYPES[path.slice(path.lastIndexOf('.') + 1)] ?? 'application/octet-stream'
-  // Always revalidated: a rebuilt SDK or an edited page is picked up on reload.
-  return reply.type(type).header('cache-control', 'no-cache').send(body)
 }
 
-/** dist/lib/client, both from the TypeScript source (examples/) and from dist/examples/. */
-function findSdkDir (): string | undefined {
-  for (const relative of ['../lib/client', '../dist/lib/client']) {
-    const dir = fileURLToPath(new URL(relative, import.meta.url))
-    if (existsSync(`${dir}/index.js`)) return dir
-  }
-  return undefined
+/** dist/, both from the TypeScript source (examples/) and from dist/examples/. */
+function distDir (): string {
+  const parent = fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, '')
+  return basename(parent) === 'dist' ? parent : `${parent}/dist`
 }
 
 /** examples/public, both from the TypeScript source and from dist/. */

@@ -1,6 +1,6 @@
 import { SignJWT, jwtVerify } from 'jose'
 import type { FastifyRequest } from 'fastify'
-import { isTeamId } from '../lib/schemas.js'
+import { isTeamId } from '../protocol/constants.js'
 import type { Principal } from '../lib/types.js'
 import { accessTokenOf } from '../plugins/credentials.js'
 

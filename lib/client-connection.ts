@@ -1,6 +1,7 @@
 import type { RawData, WebSocket } from 'ws'
 import type { Hub, HubClient } from './hub.js'
-import { CloseCode, ErrorCode, PROTOCOL_VERSION, parseClientFrame, type ClientFrame, type ServerControlFrame } from './protocol.js'
+import { CloseCode, ErrorCode, PROTOCOL_VERSION, type ClientFrame, type ServerControlFrame } from '../protocol/index.js'
+import { parseClientFrame } from './frame-parser.js'
 import { backlogged, corked, SharedFrame, whenDrained, writeSharedFrame } from './shared-frame.js'
 import { TokenBucket } from './token-bucket.js'
 import type { LoggedEvent, Principal } from './types.js'
@@ -66,7 +67,7 @@ export class ClientConnection implements HubClient {
 
   /** Greets the client and subscribes it to `teams`, resuming each from `since` where given. */
   start (teams: readonly string[], since: ReadonlyMap<string, number>): void {
-    this.sendControl({ type: 'welcome', protocol: PROTOCOL_VERSION, userId: this.principal.userId, teams: this.principal.teams, heartbeatMs: this.#options.heartbeatMs })
+    this.sendControl({ type: 'welcome', protocol: PROTOCOL_VERSION, userId: this.principal.userId, teams: [...this.principal.teams], heartbeatMs: this.#options.heartbeatMs })
     this.#subscribe(teams, since)
   }
 

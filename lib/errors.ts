@@ -1,4 +1,4 @@
-import type { Task } from './types.js'
+import type { Task } from '../protocol/schemas.js'
 
 /** Base of the errors the repository throws on purpose; `statusCode` is the HTTP status that fits. */
 export class AtlasError extends Error {

@@ -1,7 +1,7 @@
 import type { WebSocket } from 'ws'
 import { ClientConnection, type ClientConnectionOptions } from './client-connection.js'
 import type { Hub } from './hub.js'
-import { CloseCode } from './protocol.js'
+import { CloseCode } from '../protocol/constants.js'
 import { TokenBucket } from './token-bucket.js'
 import type { Principal } from './types.js'
 

@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { isTeamId, isWellFormed } from '../lib/schemas.js'
+import { isTeamId } from '../protocol/constants.js'
+import { isWellFormed } from '../lib/well-formed.js'
 import type { Principal } from '../lib/types.js'
 import { checkFunction, checkPositiveInteger } from './options.js'
 import { checkRateLimitRedis, rateLimitHeaders, registerRateLimit, type RateLimitRedis } from './rate-limit.js'

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import fastifyWebsocket from '@fastify/websocket'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
-import { CloseCode } from '../lib/protocol.js'
+import { CloseCode } from '../protocol/constants.js'
 import { atlasAuth, type AtlasAuthOptions, type Authenticate } from './auth.js'
 import { atlasBroker, type AtlasBrokerOptions } from './broker.js'
 import { atlasCredentials } from './credentials.js'

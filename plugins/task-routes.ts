@@ -6,8 +6,7 @@ import { Type, type TSchema } from '@sinclair/typebox'
 import { TypeCompiler, ValueErrorType, type ValueError } from '@sinclair/typebox/compiler'
 import { AtlasError, InvalidLimitError, PreconditionFailedError, RateLimitedError } from '../lib/errors.js'
 import type { MutationContext, MutationResult } from '../lib/repository.js'
-import { ErrorResponse, TaskCreateBody, TaskListQuery, TaskListResponse, TaskParams, TaskPatchBody, TaskSchema, TeamParams } from '../lib/schemas.js'
-import type { Task } from '../lib/types.js'
+import { ErrorResponse, MutationId, TaskCreateBody, TaskListQuery, TaskListResponse, TaskParams, TaskPatchBody, TaskSchema, TeamParams, type Task } from '../protocol/schemas.js'
 import { requireTeam } from './auth.js'
 import { checkPositiveInteger, checkString, optionError } from './options.js'
 import { checkRateLimitRedis, registerRateLimit, type RateLimitRedis } from './rate-limit.js'
@@ -31,7 +30,6 @@ export interface AtlasTaskRoutesOptions {
 
 /** Request header carrying the client's mutation id (idempotency key). */
 export const MUTATION_ID_HEADER = 'idempotency-key'
-const MUTATION_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/
 
 const NAME = 'atlas-task-routes'
 /** How often this instance's mutation counts go to Redis (and it learns the others'). */
@@ -126,7 +124,7 @@ const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fast
 }
 
 const mutationHeaders = Type.Object({
-  [MUTATION_ID_HEADER]: Type.Optional(Type.String({ pattern: MUTATION_ID_PATTERN.source })),
+  [MUTATION_ID_HEADER]: Type.Optional(MutationId),
   'if-match': Type.Optional(Type.String({ maxLength: 200 }))
 })
 

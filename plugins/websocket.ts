@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import { STATUS_CODES } from 'node:http'
 import type { FastifyPluginAsync, FastifyReply } from 'fastify'
-import { parseConnectQuery } from '../lib/protocol.js'
+import { parseConnectQuery } from '../lib/frame-parser.js'
 import { RealtimeServer } from '../lib/realtime-server.js'
 import { requireTeam } from './auth.js'
 import { checkPositiveInteger, checkString, optionError } from './options.js'

@@ -53,7 +53,7 @@ function abusiveRequests (token: string): Array<[string, string, boolean]> {
     ['GET', `/nope#access_token=${token}`, false],
     ['GET', `/nope?teams=red#access_token=${token}`, true],
     ['DELETE', `/teams/red/tasks/x?teams=red;access_token=${token}`, false],
-    ['GET', `/sdk/x.js?access_token=${token}`, true]
+    ['GET', `/sdk/client/x.js?access_token=${token}`, true]
   ]
 }
 

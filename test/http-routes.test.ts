@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { join } from 'node:path'
 import { signToken } from '../examples/jwt-auth.js'
-import type { Task } from '../lib/types.js'
+import type { Task } from '../protocol/schemas.js'
 import { api, startInstance, tokenFor, type ApiResponse } from './helpers/app.js'
 
 const UNKNOWN_ID = '00000000-0000-4000-8000-000000000000'

@@ -3,7 +3,7 @@ import Fastify from 'fastify'
 import { join } from 'node:path'
 import { openDatabase } from '../lib/db/open.js'
 import { TaskRepository } from '../lib/repository.js'
-import type { Task, TaskEvent } from '../lib/types.js'
+import type { Task, TaskEvent } from '../protocol/schemas.js'
 import { atlasRealtime } from '../plugins/index.js'
 import { api, startInstance, tokenFor, type Instance } from './helpers/app.js'
 

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { AtlasClient, Backoff, CloseCode, backoffDelay, type DisconnectInfo, type ReconnectInfo } from '../lib/client/index.js'
+import { AtlasClient, Backoff, CloseCode, backoffDelay, type DisconnectInfo, type ReconnectInfo } from '../client/index.js'
 import { startInstance, tokenFor } from './helpers/app.js'
 import { nextEvent } from './helpers/sdk.js'
 

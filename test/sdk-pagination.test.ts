@@ -1,5 +1,5 @@
 import t from 'tap'
-import { AtlasClient, TaskStore, type Task } from '../lib/client/index.js'
+import { AtlasClient, TaskStore, type Task } from '../client/index.js'
 import { api, startInstance, tokenFor } from './helpers/app.js'
 import { until } from './helpers/sdk.js'
 

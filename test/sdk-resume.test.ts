@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { AtlasClient, CloseCode, type TaskEvent } from '../lib/client/index.js'
+import { AtlasClient, CloseCode, type TaskEvent } from '../client/index.js'
 import { api, startInstance, tokenFor, type Instance } from './helpers/app.js'
 import { controlledWebSocket, nextEvent, until, type SocketControl } from './helpers/sdk.js'
 

@@ -10,24 +10,27 @@ t.test('the example serves the SDK as browser-loadable ES modules that import no
   const dir = t.testdir()
   const instance = await startInstance(t, { databasePath: `${dir}/atlas.db` })
   const loaded = new Map<string, string>()
-  const queue = ['index.js']
+  const queue = ['/sdk/client/index.js']
   while (queue.length > 0) {
-    const file = queue.shift() as string
-    if (loaded.has(file)) continue
-    const response = await fetch(`${instance.baseUrl}/sdk/${file}`)
-    t.equal(response.status, 200, `/sdk/${file}`)
+    const path = queue.shift() as string
+    if (loaded.has(path)) continue
+    const response = await fetch(`${instance.baseUrl}${path}`)
+    t.equal(response.status, 200, path)
     t.match(response.headers.get('content-type'), /^text\/javascript/)
     const source = await response.text()
-    loaded.set(file, source)
+    loaded.set(path, source)
     for (const [, specifier] of source.matchAll(/(?:import|export)\s[^'"]*?from\s*['"]([^'"]+)['"]/g)) {
-      t.match(specifier, /^\.\/[a-z-]+\.js$/, `${file} imports ${specifier}: only SDK siblings, never server code or packages`)
-      queue.push(specifier.slice(2))
+      t.match(specifier, path.startsWith('/sdk/client/') ? /^(?:\.\/[a-z-]+|\.\.\/protocol\/constants)\.js$/ : /^$/,
+        `${path} imports ${specifier}: only SDK siblings and the protocol's constants, never server code or packages`)
+      queue.push(new URL(specifier, `http://x${path}`).pathname)
     }
   }
-  t.ok(loaded.has('task-store.js') && loaded.has('connection.js'), 'the whole SDK is reachable from index.js')
-  t.notOk([...loaded.values()].some((source) => /from\s*['"](?:fastify|ws|node:)/.test(source)), 'no static import of Fastify, ws or Node modules')
+  t.ok(loaded.has('/sdk/client/task-store.js') && loaded.has('/sdk/client/connection.js'), 'the whole SDK is reachable from index.js')
+  t.ok(loaded.has('/sdk/protocol/constants.js'), 'with the protocol constants it imports')
+  t.notOk([...loaded.values()].some((source) => /from\s*['"](?:fastify|ws|node:|@sinclair)/.test(source)), 'no static import of Fastify, ws, TypeBox or Node modules')
 
-  for (const path of ['/sdk/..%2Fhub.js', '/sdk/hub.js', '/sdk/.env', '/sdk/index.ts']) {
+  for (const path of ['/sdk/index.js', '/sdk/client/..%2F..%2Flib%2Fhub.js', '/sdk/client/..%2Fprotocol%2Fschemas.js', '/sdk/client/hub.js',
+    '/sdk/client/.env', '/sdk/client/index.ts', '/sdk/client/index.d.ts', '/sdk/protocol/schemas.js', '/sdk/protocol/index.js']) {
     t.equal((await fetch(instance.baseUrl + path)).status, 404, `${path} is not served`)
   }
   const page = await fetch(`${instance.baseUrl}/`)

@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { AtlasClient, TaskStore, type MutationOutcome, type Task, type TaskEvent, type TokenSource } from '../lib/client/index.js'
+import { AtlasClient, TaskStore, type MutationOutcome, type Task, type TaskEvent, type TokenSource } from '../client/index.js'
 import { api, startInstance, tokenFor, type Instance } from './helpers/app.js'
 import { controlledWebSocket, nextEvent, until, type SocketControl } from './helpers/sdk.js'
 

@@ -1,7 +1,7 @@
-// The live task board: plain DOM over the Atlas client SDK (served from /sdk/ as the compiled
-// ES modules of lib/client). All state lives in the SDK's TaskStore; this file only draws it
-// and turns clicks into store calls.
-import { AtlasClient, TaskStore } from '/sdk/index.js'
+// The live task board: plain DOM over the Atlas client SDK (served from /sdk/client/ as the
+// compiled ES modules of client/). All state lives in the SDK's TaskStore; this file only draws
+// it and turns clicks into store calls.
+import { AtlasClient, TaskStore } from '/sdk/client/index.js'
 
 const COLUMNS = [['todo', 'To do'], ['in_progress', 'In progress'], ['done', 'Done']]
 const STATUS_LABEL = Object.fromEntries(COLUMNS)

@@ -1,8 +1,6 @@
 import { sqliteTable, text, integer, index, primaryKey } from 'drizzle-orm/sqlite-core'
 import { sql } from 'drizzle-orm'
-
-export const TASK_STATUSES = ['todo', 'in_progress', 'done'] as const
-export type TaskStatus = (typeof TASK_STATUSES)[number]
+import { TASK_STATUSES } from '../../protocol/constants.js'
 
 export const tasks = sqliteTable('tasks', {
   id: text('id').primaryKey(),

@@ -17,13 +17,14 @@ export function browserTestProblem (): string | undefined {
   if (!existsSync(CHROMIUM_PATH)) {
     return `Chromium is missing at ${CHROMIUM_PATH}: apt-get install chromium (the CI script installs it), or set CHROMIUM_PATH`
   }
-  // The page loads the compiled SDK from dist/: an old build would test old code.
-  const source = `${root}lib/client`
-  const built = `${root}dist/lib/client`
-  for (const file of readdirSync(source).filter((f) => f.endsWith('.ts'))) {
-    const js = `${built}/${file.replace(/\.ts$/, '.js')}`
-    if (!existsSync(js)) return `dist/lib/client is missing ${file.replace(/\.ts$/, '.js')}: run npm run build (npm test does it first)`
-    if (statSync(js).mtimeMs < statSync(`${source}/${file}`).mtimeMs) return `dist/lib/client/${file.replace(/\.ts$/, '.js')} is older than its source: run npm run build`
+  // The page loads the compiled SDK (and the protocol constants it imports) from dist/: an old
+  // build would test old code.
+  for (const folder of ['client', 'protocol']) {
+    for (const file of readdirSync(`${root}${folder}`).filter((f) => f.endsWith('.ts'))) {
+      const js = `dist/${folder}/${file.replace(/\.ts$/, '.js')}`
+      if (!existsSync(`${root}${js}`)) return `${js} is missing: run npm run build (npm test does it first)`
+      if (statSync(`${root}${js}`).mtimeMs < statSync(`${root}${folder}/${file}`).mtimeMs) return `${js} is older than its source: run npm run build`
+    }
   }
   return undefined
 }

@@ -1,5 +1,5 @@
 import WebSocket from 'ws'
-import type { WebSocketConstructor, WebSocketLike } from '../../lib/client/index.js'
+import type { WebSocketConstructor, WebSocketLike } from '../../client/index.js'
 
 /**
  * Switches a test flips to put a client SDK's sockets in trouble, on real sockets to a real

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { request, type IncomingHttpHeaders } from 'node:http'
 import type { Socket } from 'node:net'
 import WebSocket from 'ws'
-import type { TaskEvent } from '../../lib/types.js'
+import type { TaskEvent } from '../../protocol/schemas.js'
 
 export interface ServerFrame { type: string, [key: string]: unknown }
 

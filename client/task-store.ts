@@ -2,7 +2,7 @@ import type { AtlasClient, Snapshot } from './client.js'
 import { Emitter } from './emitter.js'
 import { AtlasApiError, type MutationResponse } from './http.js'
 import { newMutationId } from './ids.js'
-import type { Task, TaskEvent, TaskInput, TaskPatch } from './protocol.js'
+import type { Task, TaskEvent, TaskInput, TaskPatch } from '../protocol/schemas.js'
 
 export type MutationKind = 'create' | 'update' | 'delete'
 

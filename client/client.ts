@@ -2,7 +2,9 @@ import { Backoff, type BackoffOptions } from './backoff.js'
 import { RealtimeConnection, type ConnectionState, type DisconnectInfo, type HeartbeatOptions, type ReconnectInfo } from './connection.js'
 import { Emitter } from './emitter.js'
 import { AtlasApiError, TaskApi, resolveToken, type TokenSource } from './http.js'
-import { isTaskEvent, type ResyncReason, type ServerFrame, type Task, type TaskEvent } from './protocol.js'
+import type { ResyncReason } from '../protocol/constants.js'
+import type { ServerFrame, Task, TaskEvent } from '../protocol/schemas.js'
+import { isTaskEvent } from './frames.js'
 import type { WebSocketConstructor } from './socket.js'
 
 export interface AtlasClientOptions {

@@ -1,6 +1,8 @@
 import { Backoff, type BackoffOptions } from './backoff.js'
 import { Emitter } from './emitter.js'
-import { CloseCode, parseServerFrame, type ClientFrame, type ServerFrame } from './protocol.js'
+import { CloseCode } from '../protocol/constants.js'
+import type { ClientFrame, ServerFrame } from '../protocol/schemas.js'
+import { parseServerFrame } from './frames.js'
 import { OPEN, resolveWebSocket, type WebSocketConstructor, type WebSocketLike } from './socket.js'
 
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed'

@@ -1,63 +1,12 @@
-import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import { TEAM_ID_PATTERN, TeamId } from './schemas.js'
-
-/** Version of the wire protocol described in docs/protocol.md. */
-export const PROTOCOL_VERSION = 1
-
-export { CloseCode } from './client/protocol.js'
-
-/** Codes of `error` frames. */
-export const ErrorCode = {
-  INVALID_JSON: 'invalid_json',
-  INVALID_FRAME: 'invalid_frame',
-  UNKNOWN_TYPE: 'unknown_type',
-  BINARY_UNSUPPORTED: 'binary_unsupported',
-  FORBIDDEN_TEAM: 'forbidden_team',
-  RATE_LIMITED: 'rate_limited'
-} as const
-export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
-
-/** Why the server asks a client to refetch instead of resuming. */
-export type ResyncReason = 'history_pruned' | 'ahead_of_log' | 'too_far_behind' | 'replay_limited'
-
-const Seq = Type.Integer({ minimum: 0 })
-const Teams = Type.Array(TeamId, { minItems: 1, maxItems: 100, uniqueItems: true })
-
-export const SubscribeFrame = Type.Object({
-  type: Type.Literal('subscribe'),
-  teams: Teams,
-  since: Type.Optional(Type.Record(Type.String({ pattern: TEAM_ID_PATTERN }), Seq))
-}, { additionalProperties: false })
-
-export const UnsubscribeFrame = Type.Object({
-  type: Type.Literal('unsubscribe'),
-  teams: Teams
-}, { additionalProperties: false })
-
-export const PingFrame = Type.Object({
-  type: Type.Literal('ping'),
-  id: Type.Optional(Type.Union([Type.String({ maxLength: 64 }), Type.Integer()]))
-}, { additionalProperties: false })
-
-export type SubscribeFrame = Static<typeof SubscribeFrame>
-export type UnsubscribeFrame = Static<typeof UnsubscribeFrame>
-export type PingFrame = Static<typeof PingFrame>
-export type ClientFrame = SubscribeFrame | UnsubscribeFrame | PingFrame
+import { ErrorCode, TEAM_ID_PATTERN } from '../protocol/constants.js'
+import { clientFrameSchemas, type ClientFrame } from '../protocol/schemas.js'
 
 const clientFrameCheckers = {
-  subscribe: TypeCompiler.Compile(SubscribeFrame),
-  unsubscribe: TypeCompiler.Compile(UnsubscribeFrame),
-  ping: TypeCompiler.Compile(PingFrame)
+  subscribe: TypeCompiler.Compile(clientFrameSchemas.subscribe),
+  unsubscribe: TypeCompiler.Compile(clientFrameSchemas.unsubscribe),
+  ping: TypeCompiler.Compile(clientFrameSchemas.ping)
 }
-
-export type ServerControlFrame =
-  | { type: 'welcome', protocol: number, userId: string, teams: readonly string[], heartbeatMs: number }
-  | { type: 'subscribed', teamId: string, seq: number, replayed: number }
-  | { type: 'unsubscribed', teamId: string }
-  | { type: 'resync', teamId: string, seq: number, reason: ResyncReason }
-  | { type: 'error', code: ErrorCode, message: string }
-  | { type: 'pong', id?: string | number }
 
 export type ParsedFrame =
   | { ok: true, frame: ClientFrame }

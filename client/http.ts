@@ -1,4 +1,4 @@
-import type { Task, TaskInput, TaskPatch } from './protocol.js'
+import type { Task, TaskInput, TaskPatch } from '../protocol/schemas.js'
 
 export type TokenSource = string | (() => string | Promise<string>)
 

@@ -1,0 +1,75 @@
+// The wire protocol's constants. Dependency-free on purpose: the browser loads this file as it
+// is (the SDK's only runtime import), so it must not import anything, not even TypeBox.
+
+/** Version of the wire protocol described in docs/protocol.md, sent in `welcome`. */
+export const PROTOCOL_VERSION = 1
+
+/** WebSocket close codes of the protocol (docs/protocol.md, "Close codes"). */
+export const CloseCode = {
+  NORMAL: 1000,
+  /** The server is shutting down or restarting: reconnect (elsewhere) and resume. */
+  GOING_AWAY: 1001,
+  /** The credentials the socket was opened with expired: reconnect with a fresh token. */
+  CREDENTIALS_EXPIRED: 4001,
+  /** Too many invalid frames. */
+  POLICY_VIOLATION: 1008,
+  /** A frame larger than the server's limit (sent by the ws library itself). */
+  MESSAGE_TOO_BIG: 1009,
+  /** The client did not read fast enough; its backlog passed the server's limit. Reconnect and resume. */
+  SLOW_CONSUMER: 4008,
+  /** The instance is at its connection limit (a race the upgrade's 429/503 did not catch): retry later. */
+  TRY_AGAIN_LATER: 1013,
+  /** Not sent by the server: the client closed a socket it found dead (no pong in time). */
+  HEARTBEAT_TIMEOUT: 4000
+} as const
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode]
+
+/** Codes of `error` frames (docs/protocol.md, "Error frame codes"). */
+export const ErrorCode = {
+  INVALID_JSON: 'invalid_json',
+  INVALID_FRAME: 'invalid_frame',
+  UNKNOWN_TYPE: 'unknown_type',
+  BINARY_UNSUPPORTED: 'binary_unsupported',
+  FORBIDDEN_TEAM: 'forbidden_team',
+  RATE_LIMITED: 'rate_limited'
+} as const
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
+
+/** Why the server asks a client to refetch a team's list instead of resuming (`resync.reason`). */
+export const RESYNC_REASONS = ['history_pruned', 'ahead_of_log', 'too_far_behind', 'replay_limited'] as const
+export type ResyncReason = (typeof RESYNC_REASONS)[number]
+
+export const TASK_STATUSES = ['todo', 'in_progress', 'done'] as const
+export type TaskStatus = (typeof TASK_STATUSES)[number]
+
+/** The fields a client writes, in the order `task.updated`'s `changes` lists them. */
+export const TASK_FIELDS = ['title', 'description', 'status', 'assignee', 'dueDate'] as const
+export type TaskField = (typeof TASK_FIELDS)[number]
+
+// Team ids end up in Redis channel names and in the `since` query parameter (as `team:seq`
+// pairs separated by commas), so they are kept to a conservative alphabet.
+export const TEAM_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$'
+/** Task ids are lowercase UUIDs assigned by the server. */
+export const TASK_ID_PATTERN = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+/** The Idempotency-Key header: a client-chosen mutation id, echoed as the event's `mutationId`. */
+export const MUTATION_ID_PATTERN = '^[A-Za-z0-9_.:-]{1,128}$'
+/** A calendar date; the repository also checks it names a real day. */
+export const DUE_DATE_PATTERN = '^\\d{4}-\\d{2}-\\d{2}$'
+
+/** Field and frame limits (lengths in UTF-16 code units). */
+export const Limits = {
+  TITLE_MAX: 200,
+  DESCRIPTION_MAX: 10_000,
+  ASSIGNEE_MAX: 128,
+  /** Teams named in one `subscribe` or `unsubscribe` frame. */
+  TEAMS_PER_FRAME_MAX: 100,
+  /** Length of a string `ping` id. */
+  PING_ID_MAX: 64
+} as const
+
+const TEAM_ID = new RegExp(TEAM_ID_PATTERN)
+
+/** Whether `value` is a team id the protocol accepts (the same rule as the `TeamId` schema). */
+export function isTeamId (value: unknown): value is string {
+  return typeof value === 'string' && TEAM_ID.test(value)
+}
