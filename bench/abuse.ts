@@ -21,7 +21,7 @@ import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import { signToken } from '../examples/jwt-auth.js'
-import { Histogram } from './histogram.js'
+import { latencyHistogram } from './histogram.js'
 import { freePort, killAllNow, sleep, spawnTracked, stopAll, stopChild, waitForHttp } from './processes.js'
 import { sampleProcess } from './procstat.js'
 import { writeResults } from './report.js'
@@ -145,9 +145,9 @@ async function flood (ws: WebSocket, count: number, frame: (i: number) => string
 }
 
 function percentiles (samplesMs: number[]): { p50: number, p99: number, n: number } {
-  const h = new Histogram()
-  for (const s of samplesMs) h.record(s * 1000)
-  return { p50: h.percentile(50) / 1000, p99: h.percentile(99) / 1000, n: samplesMs.length }
+  const h = latencyHistogram()
+  for (const s of samplesMs) h.recordValue(s * 1000)
+  return { p50: h.getValueAtPercentile(50) / 1000, p99: h.getValueAtPercentile(99) / 1000, n: samplesMs.length }
 }
 
 async function pingFlood (port: number): Promise<Outcome> {

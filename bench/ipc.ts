@@ -1,4 +1,4 @@
-import type { HistogramJSON } from './histogram.js'
+import type { EncodedHistogram } from './histogram.js'
 
 /** The name of a window that prepares the measured one and is left out of the figures. */
 export const WARM_UP = 'warm-up'
@@ -54,9 +54,9 @@ export interface WindowResult {
   foreign: number
   /** Frames whose mutation could not be identified. */
   unknown: number
-  latency: HistogramJSON
+  latency: EncodedHistogram
   /** HTTP request to response of the window's mutations. */
-  httpLatency: HistogramJSON
+  httpLatency: EncodedHistogram
   /** ms from the first send to the last delivery. */
   durationMs: number
   /** ms from the window's start until every expected delivery had arrived (null: never). */

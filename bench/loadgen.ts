@@ -11,7 +11,7 @@ import { AtlasClient, SocketIoClient, type BenchClient } from './clients.js'
 import { WARM_UP, type LoadMessage, type LoadPlan, type LoadResult, type OrchestratorMessage, type WindowResult } from './ipc.js'
 import { Mutator } from './mutator.js'
 import { ClientState, DeliveryTracker } from './tracker.js'
-import { Histogram } from './histogram.js'
+import { decodeHistogram } from './histogram.js'
 
 function send (message: LoadMessage): void {
   process.send?.(message)
@@ -167,7 +167,7 @@ async function saturate (gen: LoadGenerator, windows: WindowResult[]): Promise<{
     gen.phase = `saturation ${rate}/s`
     const w = await gen.window(`rate-${rate}`, Math.round(rate * stepSeconds), rate)
     windows.push(w)
-    const p99 = Histogram.fromJSON(w.latency).percentile(99) / 1000
+    const p99 = decodeHistogram(w.latency).getValueAtPercentile(99) / 1000
     const why = p99 > p99LimitMs
       ? `p99 ${p99.toFixed(1)} ms > ${p99LimitMs} ms at ${rate}/s`
       : w.late > 0 || w.delivered < w.expected

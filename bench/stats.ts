@@ -1,4 +1,4 @@
-import { Histogram } from './histogram.js'
+import { decodeHistogram, latencyHistogram } from './histogram.js'
 import { WARM_UP, type LoadResult, type ScenarioName, type SystemName, type WindowResult } from './ipc.js'
 import type { GroupSample } from './procstat.js'
 
@@ -86,8 +86,8 @@ function windowWallMicros (record: RunRecord, w: WindowResult): number {
 
 /** Figures of several rounds of one system in one scenario (one round: that run's figures). */
 export function figuresOf (records: readonly RunRecord[]): Figures {
-  const latency = new Histogram()
-  const httpLatency = new Histogram()
+  const latency = latencyHistogram()
+  const httpLatency = latencyHistogram()
   let expected = 0; let delivered = 0; let late = 0; let duplicated = 0; let outOfOrder = 0; let foreign = 0; let resyncs = 0
   let serverCpu = 0; let serverSystemCpu = 0; let redisCpu = 0; let loadgenCpu = 0; let wall = 0; let activeSeconds = 0
   let connected = 0; let connectFailures = 0
@@ -98,8 +98,8 @@ export function figuresOf (records: readonly RunRecord[]): Figures {
     connectFailures += record.load.connectFailures
     resyncs += record.load.resyncs
     for (const w of measuredWindows(record)) {
-      latency.merge(Histogram.fromJSON(w.latency))
-      httpLatency.merge(Histogram.fromJSON(w.httpLatency))
+      latency.add(decodeHistogram(w.latency))
+      httpLatency.add(decodeHistogram(w.httpLatency))
       expected += w.expected
       delivered += w.delivered
       late += w.late
@@ -132,13 +132,13 @@ export function figuresOf (records: readonly RunRecord[]): Figures {
     outOfOrder,
     foreign,
     resyncs,
-    latencyMs: latency.count === 0 ? null : {
-      p50: latency.percentile(50) / 1000,
-      p95: latency.percentile(95) / 1000,
-      p99: latency.percentile(99) / 1000,
-      max: latency.max / 1000
+    latencyMs: latency.totalCount === 0 ? null : {
+      p50: latency.getValueAtPercentile(50) / 1000,
+      p95: latency.getValueAtPercentile(95) / 1000,
+      p99: latency.getValueAtPercentile(99) / 1000,
+      max: latency.maxValue / 1000
     },
-    httpLatencyMs: httpLatency.count === 0 ? null : { p50: httpLatency.percentile(50) / 1000, p99: httpLatency.percentile(99) / 1000 },
+    httpLatencyMs: httpLatency.totalCount === 0 ? null : { p50: httpLatency.getValueAtPercentile(50) / 1000, p99: httpLatency.getValueAtPercentile(99) / 1000 },
     deliveredPerSec: activeSeconds > 0 ? delivered / activeSeconds : 0,
     serverCpuMicrosPerDelivery: delivered > 0 && serverCpu > 0 ? serverCpu / delivered : null,
     serverSystemMicrosPerDelivery: delivered > 0 && serverCpu > 0 ? serverSystemCpu / delivered : null,
@@ -152,7 +152,7 @@ export function figuresOf (records: readonly RunRecord[]): Figures {
     figures.stoppedBecause = saturations.map((s) => s.stoppedBecause).join('; ')
     figures.steps = records.flatMap((r) => timedWindows(r).map((w) => {
       const cpu = windowCpu(r, w, 'servers')
-      return { rate: w.rate, achievedRate: w.achievedRate, p99Ms: Histogram.fromJSON(w.latency).percentile(99) / 1000, delivered: w.delivered, expected: w.expected, cpuMicrosPerDelivery: w.delivered > 0 && cpu > 0 ? cpu / w.delivered : null }
+      return { rate: w.rate, achievedRate: w.achievedRate, p99Ms: decodeHistogram(w.latency).getValueAtPercentile(99) / 1000, delivered: w.delivered, expected: w.expected, cpuMicrosPerDelivery: w.delivered > 0 && cpu > 0 ? cpu / w.delivered : null }
     }))
   }
   const storms = records.map((r) => r.load.storm).filter((s) => s !== undefined)

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks'
-import { Histogram } from './histogram.js'
+import { encodeHistogram, latencyHistogram } from './histogram.js'
 import type { WindowResult } from './ipc.js'
 
 /** What the tracker keeps per client: its team, the last order key and which team events it holds. */
@@ -12,9 +12,9 @@ export class ClientState {
 }
 
 class Window {
-  readonly latency = new Histogram()
+  readonly latency = latencyHistogram()
   /** HTTP request to response, to tell the commit path's latency from the fan-out's. */
-  readonly httpLatency = new Histogram()
+  readonly httpLatency = latencyHistogram()
   sent = 0
   httpOk = 0
   httpErrors = 0
@@ -92,7 +92,7 @@ export class DeliveryTracker {
   responded (i: number, ok: boolean): void {
     this.#inflight--
     const w = this.#windows[this.#window[i]]
-    w.httpLatency.record((performance.now() - this.#sentAt[i]) * 1000)
+    w.httpLatency.recordValue((performance.now() - this.#sentAt[i]) * 1000)
     if (ok) {
       w.httpOk++
       w.expected += this.clientsPerTeam[this.#team[i]]
@@ -121,7 +121,7 @@ export class DeliveryTracker {
     else client.lastKey = key
     w.delivered++
     w.lastDeliveryAt = now
-    w.latency.record((now - this.#sentAt[index]) * 1000)
+    w.latency.recordValue((now - this.#sentAt[index]) * 1000)
     this.#checkComplete(w)
   }
 
@@ -173,8 +173,8 @@ export class DeliveryTracker {
       outOfOrder: w.outOfOrder,
       foreign: this.foreign,
       unknown: this.unknown,
-      latency: w.latency.toJSON(),
-      httpLatency: w.httpLatency.toJSON(),
+      latency: encodeHistogram(w.latency),
+      httpLatency: encodeHistogram(w.httpLatency),
       durationMs: w.sent === 0 ? 0 : end - w.firstSendAt,
       completeAfterMs: w.completeAt > 0 ? w.completeAt - w.startedAt : null,
       maxInflight: w.maxInflight

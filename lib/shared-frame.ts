@@ -1,5 +1,21 @@
+import * as wsModule from 'ws'
 import type WebSocket from 'ws'
 import type { Socket } from 'node:net'
+
+/** ws's frame builder (a named export of its ESM entry; @types/ws does not declare it). */
+interface FrameBuilder {
+  frame (data: Buffer, options: { fin: boolean, opcode: number, mask: boolean, readOnly: boolean, rsv1: boolean }): Buffer[]
+}
+const Sender = frameBuilder()
+
+function frameBuilder (): FrameBuilder {
+  const { Sender } = wsModule as unknown as { Sender?: FrameBuilder }
+  if (typeof Sender?.frame !== 'function') throw new Error('atlas-realtime: the installed ws does not export Sender.frame (ws 8 does)')
+  return Sender
+}
+
+/** A final, unmasked, uncompressed text frame: what a server sends (RFC 6455 5.1, 5.2). */
+const SERVER_TEXT_FRAME = { fin: true, opcode: 0x1, mask: false, readOnly: true, rsv1: false } as const
 
 /**
  * One event as a complete WebSocket text frame, built once and written as the same bytes to
@@ -12,32 +28,24 @@ export class SharedFrame {
   readonly bytes: Buffer
 
   constructor (payload: string) {
-    // One allocation, the JSON encoded straight into it behind an unmasked FIN text-frame
-    // header (RFC 6455 5.2), instead of encoding, framing and concatenating.
-    const length = Buffer.byteLength(payload)
-    const header = length < 126 ? 2 : length < 65536 ? 4 : 10
-    const bytes = Buffer.allocUnsafe(header + length)
-    bytes[0] = 0x81
-    if (header === 2) {
-      bytes[1] = length
-    } else if (header === 4) {
-      bytes[1] = 126
-      bytes.writeUInt16BE(length, 2)
-    } else {
-      bytes[1] = 127
-      bytes.writeUInt32BE(Math.floor(length / 2 ** 32), 2)
-      bytes.writeUInt32BE(length >>> 0, 6)
-    }
-    bytes.write(payload, header, length, 'utf8')
+    // ws frames it (header, then the payload as is); joined once here, so that each socket
+    // gets one write instead of ws's two.
+    const data = Buffer.from(payload)
+    const bytes = Buffer.concat(Sender.frame(data, SERVER_TEXT_FRAME))
     this.bytes = bytes
-    this.payload = bytes.subarray(header)
+    this.payload = bytes.subarray(bytes.length - data.length)
   }
 }
 
-/** The parts of ws's internals the fast path relies on (ws 8). */
-interface WsInternals {
-  _socket?: Socket
-  _sender?: { _queue: unknown[], _state: number }
+/**
+ * The parts of ws's internals the fast path relies on (ws 8; package.json pins the minor
+ * version, and test/shared-frame.test.ts fails if any of them moves). Null until the socket is
+ * set, which a server-side socket always is.
+ */
+export interface WsInternals {
+  _socket: Socket | null
+  /** `_state` 0 is ws's DEFAULT: no compression or Blob read in progress. */
+  _sender: { _queue: unknown[], _state: number } | null
   _extensions: Record<string, unknown>
 }
 
@@ -52,7 +60,7 @@ export function writeSharedFrame (socket: WebSocket, frame: SharedFrame): void {
   const ws = socket as unknown as WsInternals
   const sender = ws._sender
   const raw = ws._socket
-  if (raw !== undefined && sender !== undefined && sender._state === 0 && sender._queue.length === 0 && !('permessage-deflate' in ws._extensions)) {
+  if (raw != null && sender != null && sender._state === 0 && sender._queue.length === 0 && !('permessage-deflate' in ws._extensions)) {
     raw.write(frame.bytes)
   } else {
     socket.send(frame.payload, TEXT)
@@ -72,7 +80,7 @@ export function backlogged (socket: WebSocket): boolean {
  */
 export async function whenDrained (socket: WebSocket, timeoutMs: number): Promise<boolean> {
   const raw = (socket as unknown as WsInternals)._socket
-  if (raw === undefined || raw.destroyed) return false
+  if (raw == null || raw.destroyed) return false
   return await new Promise<boolean>((resolve) => {
     const done = (drained: boolean): void => {
       clearTimeout(timer)

@@ -1,6 +1,7 @@
 import t from 'tap'
-import { statSync } from 'node:fs'
+import { existsSync, statSync } from 'node:fs'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { openDatabase } from '../lib/db/open.js'
 import { WalCheckpointer, type CheckpointResult } from '../lib/db/checkpointer.js'
 import { TaskRepository } from '../lib/repository.js'
@@ -71,4 +72,27 @@ t.test('a checkpoint thread that dies hands checkpoints back to the writing conn
   await checkpointer.close()
   t.match(failure.message, /directory does not exist|unable to open|no such file/i, 'the failure is reported with its cause')
   t.equal(database.sqlite.pragma('wal_autocheckpoint', { simple: true }), 1000, 'the connection checkpoints by itself again')
+})
+
+t.test('the compiled checkpointer starts its thread from dist/, as the example server does', async (t) => {
+  // The thread is a file of its own, found next to the checkpointer: the build must put it there.
+  const root = fileURLToPath(new URL('../', import.meta.url))
+  for (const [built, source] of [['dist/lib/db/checkpointer.js', 'lib/db/checkpointer.ts'], ['dist/lib/db/checkpoint-worker.js', 'lib/db/checkpoint-worker.js']]) {
+    if (!existsSync(root + built)) throw new Error(`${built} is missing: run npm run build (npm test does it first)`)
+    if (statSync(root + built).mtimeMs < statSync(root + source).mtimeMs) throw new Error(`${built} is older than ${source}: run npm run build`)
+  }
+  const compiled = new URL('../dist/lib/db/checkpointer.js', import.meta.url).href
+  const { WalCheckpointer: Compiled } = await import(compiled) as typeof import('../lib/db/checkpointer.js')
+  const path = join(t.testdir(), 'atlas.db')
+  const database = openDatabase({ path, checkpointIntervalMs: 0 })
+  t.teardown(async () => { await database.close() })
+  new TaskRepository(database.db).create('team-1', { title: 'one' }, alice)
+  const keepAlive = setInterval(() => {}, 1000)
+  t.teardown(() => { clearInterval(keepAlive) })
+  const result = await new Promise<CheckpointResult | Error>((resolve) => {
+    const checkpointer = new Compiled(database.sqlite, { path, intervalMs: 10, busyTimeoutMs: 1000, onCheckpoint: resolve, onFailure: resolve })
+    t.teardown(async () => { await checkpointer.close() })
+  })
+  if (result instanceof Error) t.fail(`the thread failed: ${result.message}`)
+  else t.ok(result.checkpointed > 0, 'the thread ran and checkpointed')
 })

@@ -1,5 +1,4 @@
 import { Worker } from 'node:worker_threads'
-import { createRequire } from 'node:module'
 import type Database from 'better-sqlite3'
 
 export interface CheckpointResult {
@@ -7,6 +6,14 @@ export interface CheckpointResult {
   log: number
   /** Of those, frames now copied into the database file. */
   checkpointed: number
+}
+
+/** What the thread is given (checkpoint-worker.js). */
+export interface CheckpointWorkerData {
+  /** The database file. */
+  path: string
+  intervalMs: number
+  busyTimeoutMs: number
 }
 
 export interface WalCheckpointerOptions {
@@ -21,23 +28,8 @@ export interface WalCheckpointerOptions {
   onFailure?: (err: Error) => void
 }
 
-/**
- * The thread's code, run as a CommonJS eval worker so that it needs no file of its own next to
- * either the TypeScript sources or dist/. PASSIVE never waits for and never blocks a writer.
- */
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads')
-const Database = require(workerData.driver)
-const db = new Database(workerData.path, { timeout: workerData.busyTimeoutMs, fileMustExist: true })
-let last = ''
-const timer = setInterval(() => {
-  const [{ log, checkpointed }] = db.pragma('wal_checkpoint(PASSIVE)')
-  const seen = log + ':' + checkpointed
-  if (checkpointed > 0 && seen !== last) parentPort.postMessage({ log, checkpointed })
-  last = seen
-}, workerData.intervalMs)
-parentPort.on('message', () => { clearInterval(timer); db.close(); parentPort.close() })
-`
+/** The thread's module: next to this one, in the sources as in dist/. */
+const WORKER_URL = new URL('./checkpoint-worker.js', import.meta.url)
 
 const SQLITE_DEFAULT_AUTOCHECKPOINT = 1000
 
@@ -61,15 +53,10 @@ export class WalCheckpointer {
     const current = connection.pragma('wal_autocheckpoint', { simple: true })
     this.#autocheckpoint = typeof current === 'number' && current > 0 ? current : SQLITE_DEFAULT_AUTOCHECKPOINT
     connection.pragma('wal_autocheckpoint = 0')
-    this.#worker = new Worker(WORKER_SOURCE, {
-      eval: true,
-      workerData: {
-        driver: createRequire(import.meta.url).resolve('better-sqlite3'),
-        path: options.path,
-        intervalMs: options.intervalMs,
-        busyTimeoutMs: options.busyTimeoutMs
-      }
-    })
+    const workerData: CheckpointWorkerData = { path: options.path, intervalMs: options.intervalMs, busyTimeoutMs: options.busyTimeoutMs }
+    // No execArgv: the thread is plain JavaScript and needs none of this process's flags (a
+    // TypeScript loader, as under tap, would cost it a second of CPU for nothing).
+    this.#worker = new Worker(WORKER_URL, { workerData, execArgv: [] })
     // Housekeeping only: it must never keep a process alive that is otherwise done.
     this.#worker.unref()
     this.#worker.on('message', (result: CheckpointResult) => { options.onCheckpoint?.(result) })
