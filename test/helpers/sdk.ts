@@ -1,5 +1,6 @@
 import WebSocket from 'ws'
 import type { WebSocketConstructor, WebSocketLike } from '../../client/index.js'
+import { checkedServerFrame, protocolViolation } from './ws-client.js'
 
 /**
  * Switches a test flips to put a client SDK's sockets in trouble, on real sockets to a real
@@ -68,7 +69,13 @@ export function controlledWebSocket (): SocketControl {
       this.#ws.on('open', () => this.onopen?.({}))
       this.#ws.on('message', (data) => {
         const text = data.toString()
-        const frame = JSON.parse(text) as Record<string, unknown>
+        let frame: Record<string, unknown>
+        try {
+          frame = checkedServerFrame(text)
+        } catch (err) {
+          protocolViolation(err)
+          return
+        }
         control.received.push(frame)
         for (const check of [...waiters]) check()
         if (this.deaf || control.drop?.(frame) === true) return

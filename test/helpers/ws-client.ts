@@ -2,9 +2,47 @@ import { randomBytes } from 'node:crypto'
 import { request, type IncomingHttpHeaders } from 'node:http'
 import type { Socket } from 'node:net'
 import WebSocket from 'ws'
-import type { TaskEvent } from '../../protocol/schemas.js'
+import { TypeRegistry } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import { serverFrameSchemas, type TaskEvent } from '../../protocol/schemas.js'
 
 export interface ServerFrame { type: string, [key: string]: unknown }
+
+// The task's `type: [..., 'null']` and `enum` members are Unsafe schemas (written for the
+// serializer's sake); TypeBox's compiler checks them through the registry. Only the keywords
+// the protocol uses are understood: anything else fails loudly rather than passing unchecked.
+if (!TypeRegistry.Has('Unsafe')) {
+  TypeRegistry.Set<{ type?: string | string[], enum?: unknown[] }>('Unsafe', (schema, value) => {
+    const unknown = Object.keys(schema).filter((key) => !['type', 'enum', 'description'].includes(key))
+    if (unknown.length > 0) throw new Error(`ws-client: cannot check an Unsafe schema with ${unknown.join(', ')}`)
+    const types = schema.type === undefined ? undefined : [schema.type].flat()
+    if (types !== undefined && !types.some((type) => type === 'null' ? value === null : type === 'integer' ? Number.isInteger(value) : typeof value === type)) return false
+    return schema.enum === undefined || schema.enum.includes(value)
+  })
+}
+
+const serverFrameCheckers = new Map(Object.entries(serverFrameSchemas).map(([type, schema]) => [type, TypeCompiler.Compile(schema)]))
+
+/**
+ * Parses a frame the server sent and checks it against its schema in protocol/schemas.ts:
+ * throws when its type is unknown or it does not match, so a server frame that drifts from the
+ * contract fails the test that saw it.
+ */
+export function checkedServerFrame (text: string): ServerFrame {
+  const frame = JSON.parse(text) as ServerFrame
+  const checker = typeof frame?.type === 'string' ? serverFrameCheckers.get(frame.type) : undefined
+  if (checker === undefined) throw new Error(`the server sent a frame of no known type: ${text.slice(0, 300)}`)
+  if (!checker.Check(frame)) {
+    const first = checker.Errors(frame).First()
+    throw new Error(`the server sent a ${frame.type} frame that does not match protocol/schemas.ts at ${first?.path || '/'} (${first?.message}): ${text.slice(0, 300)}`)
+  }
+  return frame
+}
+
+/** Fails the test process loudly: an exception thrown in a socket listener could be swallowed. */
+export function protocolViolation (err: unknown): void {
+  queueMicrotask(() => { throw err })
+}
 
 /**
  * A real WebSocket client that records every frame, for tests: `events` holds task events in
@@ -17,11 +55,21 @@ export class TestClient {
   readonly socket: WebSocket
   readonly closed: Promise<{ code: number, reason: string }>
   #waiters = new Set<() => void>()
+  /** The first frame that broke the contract: waits fail with it at once. */
+  #violation: Error | undefined
 
   constructor (url: string, options: WebSocket.ClientOptions = {}) {
     this.socket = new WebSocket(url, options)
     this.socket.on('message', (data) => {
-      const frame = JSON.parse(data.toString()) as ServerFrame
+      let frame: ServerFrame
+      try {
+        frame = checkedServerFrame(data.toString())
+      } catch (err) {
+        this.#violation ??= err as Error
+        protocolViolation(err)
+        for (const check of this.#waiters) check()
+        return
+      }
       this.frames.push(frame)
       if (frame.type.startsWith('task.')) this.events.push(frame as unknown as TaskEvent)
       for (const check of this.#waiters) check()
@@ -47,6 +95,7 @@ export class TestClient {
 
   /** Waits until `predicate()` is true, failing after `timeoutMs` with `what` in the message. */
   async waitFor (what: string, predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
+    if (this.#violation !== undefined) throw this.#violation
     if (predicate()) return
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -54,6 +103,12 @@ export class TestClient {
         reject(new Error(`timed out waiting for ${what}; got ${this.frames.length} frames, last: ${JSON.stringify(this.frames.at(-1))?.slice(0, 300)}`))
       }, timeoutMs)
       const check = (): void => {
+        if (this.#violation !== undefined) {
+          clearTimeout(timer)
+          this.#waiters.delete(check)
+          reject(this.#violation)
+          return
+        }
         if (!predicate()) return
         clearTimeout(timer)
         this.#waiters.delete(check)
