@@ -1,56 +1,123 @@
+import createError from '@fastify/error'
+import { STATUS_CODES } from 'node:http'
+import { HTTP_ERRORS, type HttpErrorCode } from '../protocol/errors.js'
 import type { Task } from '../protocol/schemas.js'
 
-/** Base of the errors the repository throws on purpose; `statusCode` is the HTTP status that fits. */
-export class AtlasError extends Error {
-  constructor (message: string, readonly code: string, readonly statusCode: number) {
-    super(message)
-    this.name = new.target.name
+// The server's errors, one class per code of the catalogue (protocol/errors.ts), which holds
+// each code's status and message; @fastify/error makes them, as Fastify makes its own. Each
+// class is named after what went wrong; `instanceof` matches by code.
+
+/** The codes the suite raises itself (the others are Fastify's, passed through). */
+type OwnCode = { [C in HttpErrorCode]: (typeof HTTP_ERRORS)[C] extends { message: string } ? C : never }[HttpErrorCode]
+
+/** The base class of one catalogue code; subclasses keep their own name (not 'FastifyError'). */
+function define<C extends OwnCode> (code: C) {
+  const { statusCode, message } = HTTP_ERRORS[code]
+  const FastifyError = createError<C, (typeof HTTP_ERRORS)[C]['statusCode'], any[]>(code, message, statusCode)
+  return class extends FastifyError {
+    constructor (...args: any[]) {
+      super(...args)
+      this.name = new.target.name
+    }
   }
 }
 
-export class TaskNotFoundError extends AtlasError {
-  constructor (readonly taskId: string) {
-    super(`Task ${taskId} not found`, 'TASK_NOT_FOUND', 404)
-  }
+export class UnauthorizedError extends define('UNAUTHORIZED') {
+  constructor () { super() }
+}
+
+export class ForbiddenTeamError extends define('FORBIDDEN_TEAM') {
+  constructor (readonly teamId: string) { super(teamId) }
+}
+
+export class ForbiddenOriginError extends define('FORBIDDEN_ORIGIN') {
+  constructor (origin: string) { super(origin.slice(0, 200)) }
+}
+
+/** The upgrade's `teams` or `since` could not be read; the message says which. */
+export class InvalidQueryError extends define('INVALID_QUERY') {
+  constructor (message: string) { super(message) }
+}
+
+export class TaskNotFoundError extends define('TASK_NOT_FOUND') {
+  constructor (readonly taskId: string) { super(taskId) }
 }
 
 /** If-Match named a version that is no longer current; `current` lets the client rebase. */
-export class PreconditionFailedError extends AtlasError {
-  constructor (readonly current: Task) {
-    super(`Task ${current.id} is at version ${current.version}, not the one given in If-Match`, 'PRECONDITION_FAILED', 412)
-  }
+export class PreconditionFailedError extends define('PRECONDITION_FAILED') {
+  constructor (readonly current: Task) { super(current.id, current.version) }
 }
 
 /** A mutation id was reused for a different request. */
-export class MutationIdConflictError extends AtlasError {
-  constructor (readonly mutationId: string) {
-    super(`Mutation id ${mutationId} was already used for a different request`, 'MUTATION_ID_CONFLICT', 409)
-  }
+export class MutationIdConflictError extends define('MUTATION_ID_CONFLICT') {
+  constructor (readonly mutationId: string) { super(mutationId) }
 }
 
-export class InvalidTaskError extends AtlasError {
-  constructor (message: string) {
-    super(message, 'INVALID_TASK', 400)
-  }
+export class InvalidTaskError extends define('INVALID_TASK') {
+  constructor (message: string) { super(message) }
 }
 
 /** A list cursor that this server did not hand out (or that was altered). */
-export class InvalidCursorError extends AtlasError {
-  constructor () {
-    super('cursor is not one this server handed out: start again without it', 'INVALID_CURSOR', 400)
-  }
+export class InvalidCursorError extends define('INVALID_CURSOR') {
+  constructor () { super() }
 }
 
 /** A page size outside what the list accepts. */
-export class InvalidLimitError extends AtlasError {
-  constructor (readonly max: number) {
-    super(`limit must be an integer from 1 to ${max}`, 'INVALID_LIMIT', 400)
+export class InvalidLimitError extends define('INVALID_LIMIT') {
+  constructor (readonly max: number) { super(max) }
+}
+
+/** Too many mutations by one user in a window; `retryAfterSeconds` says when to try again. */
+export class RateLimitedError extends define('RATE_LIMITED') {
+  constructor (max: number, windowSeconds: number, readonly retryAfterSeconds: number) { super(max, windowSeconds, retryAfterSeconds) }
+}
+
+/** Too many failed authentications from one address; `retryAfterSeconds` says when to try again. */
+export class AuthRateLimitedError extends define('AUTH_RATE_LIMITED') {
+  constructor (readonly retryAfterSeconds: number) { super(retryAfterSeconds) }
+}
+
+/** An upgrade by a user who holds `max` connections on this instance already. */
+export class TooManyConnectionsError extends define('TOO_MANY_CONNECTIONS') {
+  constructor (readonly max: number) { super(max) }
+}
+
+/** An upgrade to an instance at its connection limit. */
+export class ServerFullError extends define('SERVER_FULL') {
+  constructor () { super() }
+}
+
+/** An upgrade request to a route that is not a WebSocket endpoint. */
+export class NotAWebSocketRouteError extends define('NOT_A_WEBSOCKET_ROUTE') {
+  constructor (method: string, url: string) { super(method, url) }
+}
+
+/** What a client is told of a failure on the server (the failure itself is logged). */
+export class InternalError extends define('INTERNAL') {
+  constructor () { super() }
+}
+
+/** The code of a 4xx the framework raised without one of its own. */
+export const FALLBACK_CLIENT_ERROR_CODE: HttpErrorCode = 'BAD_REQUEST'
+
+/** A bad plugin option, found at registration. A TypeError with a code, as Node's ERR_INVALID_ARG_TYPE. */
+const OptionErrorBase = createError('ATLAS_ERR_OPTION', '%s: %s', 500, TypeError)
+export class OptionError extends OptionErrorBase {
+  constructor (plugin: string, message: string) {
+    super(plugin, message)
+    this.name = 'TypeError'
   }
 }
 
-/** Too many requests of one kind in a window; `retryAfterSeconds` says when to try again. */
-export class RateLimitedError extends AtlasError {
-  constructor (message: string, code: 'RATE_LIMITED' | 'AUTH_RATE_LIMITED', readonly retryAfterSeconds: number) {
-    super(message, code, 429)
-  }
+/** The JSON body of an HTTP error (docs/protocol.md, "Error body"). */
+export interface ErrorBody {
+  statusCode: number
+  code: string
+  error: string
+  message: string
+}
+
+/** The body answering `error`: its status and code, the status's reason phrase, its message. */
+export function errorBody (error: { statusCode: number, code: string, message: string }): ErrorBody {
+  return { statusCode: error.statusCode, code: error.code, error: STATUS_CODES[error.statusCode] ?? 'Error', message: error.message }
 }

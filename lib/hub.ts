@@ -31,6 +31,9 @@ export interface HubClient {
   chargeReplay? (bytes: number): boolean
 }
 
+/** A resume further behind than this many events is told to resync (atlasHub's `maxReplayEvents`). */
+export const DEFAULT_MAX_REPLAY_EVENTS = 10_000
+
 export interface HubOptions {
   repository: TaskRepository
   broker: Broker
@@ -85,7 +88,7 @@ export class Hub {
     this.#repository = options.repository
     this.#broker = options.broker
     this.#log = options.logger ?? silentLogger
-    this.#maxReplay = options.maxReplayEvents ?? 10_000
+    this.#maxReplay = options.maxReplayEvents ?? DEFAULT_MAX_REPLAY_EVENTS
     this.#onRecovered = options.onRecovered
     this.#broker.attach({
       onEvent: (event) => { this.#advance(event) },

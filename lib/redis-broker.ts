@@ -3,6 +3,9 @@ import type { Redis } from 'ioredis'
 import { decodeBrokerMessage, encodeBrokerMessage, type Broker, type BrokerHandlers } from './broker.js'
 import type { LoggedEvent } from './types.js'
 
+/** Channel prefix when none is given (atlasBroker's `channelPrefix` documents it). */
+export const DEFAULT_CHANNEL_PREFIX = 'atlas:team:'
+
 export interface RedisBrokerOptions {
   /** Connection used for PUBLISH. */
   publisher: Redis
@@ -38,7 +41,7 @@ export class RedisBroker implements Broker {
     // 'ready', that SUBSCRIBE is rejected with "Connection is closed." and, unhandled, takes the
     // process down. It is read at each 'ready', so turning it off here covers a client made elsewhere.
     this.#subscriber.options.autoResubscribe = false
-    this.#prefix = options.channelPrefix ?? 'atlas:team:'
+    this.#prefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX
   }
 
   attach (handlers: BrokerHandlers): void {

@@ -3,8 +3,11 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { isTeamId } from '../protocol/constants.js'
 import { isWellFormed } from '../lib/well-formed.js'
 import type { Principal } from '../lib/types.js'
-import { checkFunction, checkPositiveInteger } from './options.js'
-import { checkRateLimitRedis, rateLimitHeaders, registerRateLimit, type RateLimitRedis } from './rate-limit.js'
+import { AuthRateLimitedError, ForbiddenTeamError, UnauthorizedError } from '../lib/errors.js'
+import { Type } from '@sinclair/typebox'
+import { func, group, integer, optionsChecker, type OptionsOf } from './options.js'
+import { rateLimitHeaders, rateLimitRedisOption, registerRateLimit } from './rate-limit.js'
+import { sendError } from './send-error.js'
 
 /**
  * Supplied by the integrator: who is making this request (user id and team ids), or
@@ -12,19 +15,20 @@ import { checkRateLimitRedis, rateLimitHeaders, registerRateLimit, type RateLimi
  */
 export type Authenticate = (request: FastifyRequest) => Principal | null | undefined | Promise<Principal | null | undefined>
 
-export interface AtlasAuthOptions {
-  authenticate: Authenticate
-  /**
-   * Failed authentications one client IP may make per `failedAuthWindowMs`; past it, that IP's
-   * requests are answered 429 without running `authenticate` until the window ends
-   * (default 100; 0: no limit).
-   */
-  maxFailedAuthPerIp?: number
-  /** Window of `maxFailedAuthPerIp`, in ms (default 60000). */
-  failedAuthWindowMs?: number
-  /** Redis holding the failure counters so the limit holds across instances (unset: per instance). */
-  rateLimitRedis?: RateLimitRedis
-}
+export const AtlasAuthOptionsSchema = group({
+  authenticate: func<Authenticate>({
+    description: '`(request) => { userId, teams } | null | undefined`, sync or async: who is making the request (HTTP and the upgrade). A principal whose `userId` is not a non-empty well-formed string of at most 128 characters, or with a team id outside `^[A-Za-z0-9_-]{1,64}$`, is refused with `401` (and a warning that names no value).'
+  }),
+  maxFailedAuthPerIp: Type.Optional(integer({
+    allowZero: true,
+    default: 100,
+    description: 'Failed authentications (no credential, or refused) one client IP may make per `failedAuthWindowMs`; past it, that IP\'s requests needing a credential (HTTP and the upgrade) get `429` `AUTH_RATE_LIMITED` with `Retry-After` **without `authenticate` running**, until the window ends. Clients with valid tokens never fail, and a client whose token expired retries with backoff (a few attempts a minute), so 100 a minute is met only by guessing; it caps a guesser at 100 credentials a minute per address. `0`: no limit. Set Fastify\'s `trustProxy` behind a proxy, or all clients share the proxy\'s address.'
+  })),
+  failedAuthWindowMs: Type.Optional(integer({ default: 60_000, description: 'Window of `maxFailedAuthPerIp`, in ms (fixed, from the first failure).' })),
+  rateLimitRedis: rateLimitRedisOption('As for `atlasTaskRoutes`: failures counted across instances. Only failures touch Redis; the check before `authenticate` is in memory.')
+}, { $id: 'AtlasAuthOptions', description: 'Options of atlasAuth.' })
+
+export type AtlasAuthOptions = OptionsOf<typeof AtlasAuthOptionsSchema>
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -45,12 +49,11 @@ export const MAX_USER_ID_LENGTH = 128
 /** IPs remembered as blocked at once; the oldest is forgotten first (it only loses its block early). */
 const MAX_BLOCKED_IPS = 10_000
 
-const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, options) => {
-  checkFunction(NAME, 'authenticate', options.authenticate, { required: true })
-  const maxFailures = checkPositiveInteger(NAME, 'maxFailedAuthPerIp', options.maxFailedAuthPerIp, { allowZero: true }) ?? 100
-  const windowMs = checkPositiveInteger(NAME, 'failedAuthWindowMs', options.failedAuthWindowMs) ?? 60_000
-  checkRateLimitRedis(NAME, options.rateLimitRedis)
-  const { authenticate } = options
+const checkOptions = optionsChecker(NAME, AtlasAuthOptionsSchema)
+
+const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, rawOptions) => {
+  const options = checkOptions(rawOptions)
+  const { authenticate, maxFailedAuthPerIp: maxFailures, failedAuthWindowMs: windowMs } = options
 
   // Failures are counted by @fastify/rate-limit (in Redis when configured, so every instance
   // adds to one count); an IP found over the limit is remembered here until its window ends, so
@@ -70,12 +73,7 @@ const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, options
 
   const refuseBlocked = async (reply: FastifyReply, until: number): Promise<null> => {
     const retryAfter = Math.max(1, Math.ceil((until - Date.now()) / 1000))
-    await reply.code(429).headers(rateLimitHeaders(maxFailures, retryAfter)).send({
-      statusCode: 429,
-      code: 'AUTH_RATE_LIMITED',
-      error: 'Too Many Requests',
-      message: `Too many failed authentications from this address: retry in ${retryAfter} s`
-    })
+    await sendError(reply.headers(rateLimitHeaders(maxFailures, retryAfter)), new AuthRateLimitedError(retryAfter))
     return null
   }
 
@@ -114,7 +112,7 @@ const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, options
         return await refuseBlocked(reply, until)
       }
     }
-    await reply.code(401).header('www-authenticate', 'Bearer').send({ statusCode: 401, code: 'UNAUTHORIZED', error: 'Unauthorized', message: 'A valid access token is required' })
+    await sendError(reply.header('www-authenticate', 'Bearer'), new UnauthorizedError())
     return null
   })
 }
@@ -141,6 +139,6 @@ export default atlasAuth
 /** Answers 403 unless the principal belongs to `teamId`. Returns whether the request may go on. */
 export async function requireTeam (principal: Principal, teamId: string, reply: FastifyReply): Promise<boolean> {
   if (principal.teams.includes(teamId)) return true
-  await reply.code(403).send({ statusCode: 403, code: 'FORBIDDEN_TEAM', error: 'Forbidden', message: `Not a member of team ${teamId}` })
+  await sendError(reply, new ForbiddenTeamError(teamId))
   return false
 }

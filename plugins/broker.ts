@@ -4,22 +4,25 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { RedisOptions } from 'ioredis'
 import type { Broker } from '../lib/broker.js'
 import { MemoryBroker, type MemoryBus } from '../lib/memory-broker.js'
-import { RedisBroker } from '../lib/redis-broker.js'
-import { checkString, optionError } from './options.js'
+import { DEFAULT_CHANNEL_PREFIX, RedisBroker } from '../lib/redis-broker.js'
+import { Type } from '@sinclair/typebox'
+import { group, opaqueObject, optionError, optionsChecker, redisConnection, string, type OptionsOf } from './options.js'
 
-export interface AtlasBrokerOptions {
-  /**
-   * Redis to fan events out through: a URL (`redis://host:port/db`) or ioredis options.
-   * Absent: an in-process broker, for a single process.
-   */
-  redis?: string | RedisOptions
-  /** Prefix of the per-team channels (default `atlas:team:`). */
-  channelPrefix?: string
-  /** In-process only: brokers on one bus reach each other (several instances in one process). */
-  memoryBus?: MemoryBus
-  /** This instance's id in broker messages (default: a random UUID). */
-  instanceId?: string
-}
+export const AtlasBrokerOptionsSchema = group({
+  redis: Type.Optional(redisConnection<RedisOptions>({
+    expected: 'a URL string or ioredis options',
+    defaultText: 'unset',
+    description: 'A URL (`redis://host:port/db`) or ioredis options. Unset: an in-process broker (one process).'
+  })),
+  channelPrefix: Type.Optional(string({ default: DEFAULT_CHANNEL_PREFIX, description: 'Team `T` publishes on channel `${channelPrefix}T`.' })),
+  memoryBus: Type.Optional(opaqueObject<MemoryBus>({
+    defaultText: 'a private bus',
+    description: 'In-process only: brokers on the same `MemoryBus` reach each other (several instances in one process, as in tests). Excludes `redis`.'
+  })),
+  instanceId: Type.Optional(string({ pattern: /^\S+$/, defaultText: 'a random UUID', description: 'This instance\'s id in broker messages (no whitespace).' }))
+}, { $id: 'AtlasBrokerOptions', description: 'Options of atlasBroker.' })
+
+export type AtlasBrokerOptions = OptionsOf<typeof AtlasBrokerOptionsSchema>
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -32,17 +35,15 @@ const NAME = 'atlas-broker'
 export const PUBLISHER_NAMESPACE = 'atlasPublisher'
 export const SUBSCRIBER_NAMESPACE = 'atlasSubscriber'
 
-const brokerPlugin: FastifyPluginAsync<AtlasBrokerOptions> = async (fastify, options) => {
-  checkString(NAME, 'channelPrefix', options.channelPrefix)
-  checkString(NAME, 'instanceId', options.instanceId, { pattern: /^\S+$/ })
+const checkOptions = optionsChecker(NAME, AtlasBrokerOptionsSchema)
+
+const brokerPlugin: FastifyPluginAsync<AtlasBrokerOptions> = async (fastify, rawOptions) => {
+  const options = checkOptions(rawOptions)
   const { redis } = options
   let broker: Broker
   if (redis === undefined) {
     broker = new MemoryBroker({ bus: options.memoryBus, instanceId: options.instanceId })
   } else {
-    if (typeof redis !== 'string' && (typeof redis !== 'object' || redis === null)) {
-      throw optionError(NAME, `option redis must be a URL string or ioredis options (got ${JSON.stringify(redis)})`)
-    }
     if (options.memoryBus !== undefined) throw optionError(NAME, 'options redis and memoryBus exclude each other')
     const connection = typeof redis === 'string' ? { url: redis } : redis
     // Two connections, so a flood of incoming messages never delays a PUBLISH.

@@ -1,23 +1,30 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
-import { Hub } from '../lib/hub.js'
+import { DEFAULT_MAX_REPLAY_EVENTS, Hub } from '../lib/hub.js'
 import { kBeforePublish, OutboxRelay } from '../lib/outbox-relay.js'
-import type { RetentionPolicy } from '../lib/repository.js'
-import { RetentionPruner } from '../lib/retention.js'
+import { DEFAULT_RETENTION, RetentionPruner } from '../lib/retention.js'
 import type { LoggedEvent } from '../lib/types.js'
-import { checkFunction, checkPositiveInteger, optionError } from './options.js'
+import { Type } from '@sinclair/typebox'
+import { group, integer, optionError, optionsChecker, type OptionsOf } from './options.js'
 
-export interface AtlasHubOptions {
-  /** A resume further behind than this many events is told to resync (default 10000). */
-  maxReplayEvents?: number
-  /** How often the outbox is relayed, in ms (default 1000; 0: only at start and on reconnect). */
-  relayIntervalMs?: number
-  /** Unpublished events younger than this are left to their own publish, not relayed (default 1000). */
-  relayGraceMs?: number
-  /** Event log retention, applied every `pruneIntervalMs` (default 60000; 0: never). */
-  retention?: RetentionPolicy & { pruneIntervalMs?: number }
-  /** How long shutdown waits for publishes in flight, in ms (default 5000). */
-  closeTimeoutMs?: number
+export const AtlasHubOptionsSchema = group({
+  maxReplayEvents: Type.Optional(integer({ default: DEFAULT_MAX_REPLAY_EVENTS, description: 'A client resuming further behind than this many events is told to resync instead.' })),
+  relayIntervalMs: Type.Optional(integer({
+    allowZero: true,
+    default: 1000,
+    description: 'How often, in ms, events that never reached the broker (Redis down, process killed after commit) are published again. `0`: only at start-up and when Redis reconnects.'
+  })),
+  relayGraceMs: Type.Optional(integer({ allowZero: true, default: 1000, description: 'The periodic relay leaves events younger than this many ms to their own publish.' })),
+  retention: Type.Optional(group({
+    maxEventsPerTeam: Type.Optional(integer({ allowZero: true, default: DEFAULT_RETENTION.maxEventsPerTeam, description: 'Keep at most this many events per team (`0`: no limit by count).' })),
+    maxEventAgeMs: Type.Optional(integer({ allowZero: true, default: DEFAULT_RETENTION.maxEventAgeMs, defaultNote: '7 days', description: 'Drop events older than this many ms (`0`: no limit by age).' })),
+    mutationIdTtlMs: Type.Optional(integer({ allowZero: true, default: DEFAULT_RETENTION.mutationIdTtlMs, defaultNote: '24 h', description: 'Forget idempotency keys older than this many ms (`0`: never).' })),
+    pruneIntervalMs: Type.Optional(integer({ allowZero: true, default: 60_000, description: 'How often, in ms, retention is applied. `0`: never (neither events nor idempotency keys are pruned).' }))
+  }, { default: {}, description: 'Event log retention.' })),
+  closeTimeoutMs: Type.Optional(integer({ allowZero: true, default: 5000, description: 'How long, in ms, shutdown waits for publishes in flight.' }))
+}, { $id: 'AtlasHubOptions', description: 'Options of atlasHub.' })
+
+export type AtlasHubOptions = OptionsOf<typeof AtlasHubOptionsSchema> & {
   /** Test hook (not an option): see kBeforePublish in lib/outbox-relay.ts. */
   [kBeforePublish]?: (event: LoggedEvent) => void
 }
@@ -35,26 +42,21 @@ declare module 'fastify' {
 
 const NAME = 'atlas-hub'
 
-const hubPlugin: FastifyPluginAsync<AtlasHubOptions> = async (fastify, options) => {
-  checkPositiveInteger(NAME, 'maxReplayEvents', options.maxReplayEvents)
-  checkPositiveInteger(NAME, 'relayIntervalMs', options.relayIntervalMs, { allowZero: true })
-  checkPositiveInteger(NAME, 'relayGraceMs', options.relayGraceMs, { allowZero: true })
-  checkPositiveInteger(NAME, 'closeTimeoutMs', options.closeTimeoutMs, { allowZero: true })
-  checkFunction(NAME, 'beforePublish', options[kBeforePublish])
-  const { retention = {} } = options
-  if (typeof retention !== 'object' || retention === null) throw optionError(NAME, 'option retention must be an object')
-  for (const key of ['maxEventsPerTeam', 'maxEventAgeMs', 'mutationIdTtlMs', 'pruneIntervalMs'] as const) {
-    checkPositiveInteger(NAME, `retention.${key}`, retention[key], { allowZero: true })
-  }
+const checkOptions = optionsChecker(NAME, AtlasHubOptionsSchema)
+
+const hubPlugin: FastifyPluginAsync<AtlasHubOptions> = async (fastify, rawOptions) => {
+  const options = checkOptions(rawOptions)
+  const beforePublish = rawOptions[kBeforePublish]
+  if (beforePublish !== undefined && typeof beforePublish !== 'function') throw optionError(NAME, 'the kBeforePublish test hook must be a function')
   const { taskRepository: repository, atlasBroker: broker, log: logger } = fastify
-  const { pruneIntervalMs = 60_000, ...policy } = retention
+  const { pruneIntervalMs, ...policy } = options.retention
   const relay = new OutboxRelay({
     repository,
     broker,
     logger,
-    relayIntervalMs: options.relayIntervalMs ?? 1000,
-    relayGraceMs: options.relayGraceMs ?? 1000,
-    [kBeforePublish]: options[kBeforePublish]
+    relayIntervalMs: options.relayIntervalMs,
+    relayGraceMs: options.relayGraceMs,
+    [kBeforePublish]: beforePublish
   })
   const hub = new Hub({ repository, broker, logger, maxReplayEvents: options.maxReplayEvents, onRecovered: () => { relay.relayAll() } })
   const retentionPruner = new RetentionPruner({ repository, logger, policy, intervalMs: pruneIntervalMs, beforePrune: () => { relay.flushPublished() } })
@@ -64,7 +66,7 @@ const hubPlugin: FastifyPluginAsync<AtlasHubOptions> = async (fastify, options) 
   fastify.addHook('onClose', async () => {
     hub.close()
     retentionPruner.close()
-    await relay.close(options.closeTimeoutMs ?? 5000)
+    await relay.close(options.closeTimeoutMs)
   })
 }
 

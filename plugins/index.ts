@@ -2,56 +2,75 @@ import fp from 'fastify-plugin'
 import fastifyWebsocket from '@fastify/websocket'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import { CloseCode } from '../protocol/constants.js'
-import { atlasAuth, type AtlasAuthOptions, type Authenticate } from './auth.js'
-import { atlasBroker, type AtlasBrokerOptions } from './broker.js'
+import { Type } from '@sinclair/typebox'
+import { atlasAuth, AtlasAuthOptionsSchema, type AtlasAuthOptions, type Authenticate } from './auth.js'
+import { atlasBroker, AtlasBrokerOptionsSchema, type AtlasBrokerOptions } from './broker.js'
 import { atlasCredentials } from './credentials.js'
-import { atlasHub, type AtlasHubOptions } from './hub.js'
-import { atlasRepository, type AtlasRepositoryOptions } from './repository.js'
-import { atlasTaskRoutes, type AtlasTaskRoutesOptions } from './task-routes.js'
+import { atlasHub, AtlasHubOptionsSchema, type AtlasHubOptions } from './hub.js'
+import { atlasRepository, AtlasRepositoryOptionsSchema, type AtlasRepositoryOptions } from './repository.js'
+import { atlasTaskRoutes, AtlasTaskRoutesOptionsSchema, type AtlasTaskRoutesOptions } from './task-routes.js'
 import { atlasUpgradeGuard } from './upgrade-guard.js'
-import { atlasWebSocket, RECOMMENDED_MAX_PAYLOAD, type AtlasWebSocketOptions } from './websocket.js'
-import { optionError } from './options.js'
+import { atlasWebSocket, AtlasWebSocketOptionsSchema, RECOMMENDED_MAX_PAYLOAD, type AtlasWebSocketOptions } from './websocket.js'
+import { group, handedOn, integer, optionsChecker, type OptionsOf } from './options.js'
 
-export interface AtlasRealtimeOptions {
-  /** Who is asking: returns `{ userId, teams }` or null. Used on HTTP and on the upgrade. */
-  authenticate: Authenticate
-  /** SQLite database of tasks and event logs. */
-  database: AtlasRepositoryOptions
-  /** Fan-out between instances; leave `redis` unset for one process. */
-  broker?: AtlasBrokerOptions
+/** The umbrella's own option of the WebSocket group (the others are atlasWebSocket's). */
+const WebSocketExtrasSchema = group({
+  maxPayload: Type.Optional(integer({
+    default: RECOMMENDED_MAX_PAYLOAD,
+    defaultNote: '64 KiB',
+    description: 'Largest client frame in bytes; larger ones close the socket with 1009. Applies only when the umbrella registers `@fastify/websocket` itself (it does unless the instance already has it).'
+  }))
+})
+
+export const AtlasRealtimeOptionsSchema = group({
+  authenticate: handedOn(AtlasAuthOptionsSchema.properties.authenticate, { description: '`(request) => { userId, teams } | null | undefined`, sync or async; see [`atlasAuth`](#atlasauth).' }),
+  database: handedOn(AtlasRepositoryOptionsSchema, { description: 'Options of [`atlasRepository`](#atlasrepository).' }),
+  broker: Type.Optional(handedOn(AtlasBrokerOptionsSchema, { default: {}, description: 'Options of [`atlasBroker`](#atlasbroker); no `redis`: in-process broker.' })),
+  hub: Type.Optional(handedOn(AtlasHubOptionsSchema, { default: {}, description: 'Options of [`atlasHub`](#atlashub).' })),
+  websocket: Type.Optional(Type.Intersect([AtlasWebSocketOptionsSchema, WebSocketExtrasSchema], {
+    default: {},
+    description: 'Options of [`atlasWebSocket`](#atlaswebsocket), plus `maxPayload`.'
+  })),
+  routes: Type.Optional(Type.Union([AtlasTaskRoutesOptionsSchema, Type.Literal(false)], {
+    default: {},
+    expected: 'an object or false',
+    description: 'Options of [`atlasTaskRoutes`](#atlastaskroutes), or `false` to register no task routes (your own routes still broadcast).'
+  })),
+  auth: Type.Optional(Type.Omit(AtlasAuthOptionsSchema, ['authenticate'], {
+    $id: 'AtlasAuthLimits',
+    default: {},
+    description: 'Options of [`atlasAuth`](#atlasauth) besides `authenticate` (the failed-authentication limit).'
+  }))
+}, { $id: 'AtlasRealtimeOptions', description: 'Options of atlasRealtime.' })
+
+export type AtlasRealtimeOptions = OptionsOf<typeof AtlasRealtimeOptionsSchema> & {
   hub?: AtlasHubOptions
-  websocket?: AtlasWebSocketOptions & {
-    /** Largest client frame in bytes; larger ones close the socket with 1009 (default 64 KiB). */
-    maxPayload?: number
-  }
-  /** The suite's task routes; `false` to register none (your own routes still broadcast). */
-  routes?: AtlasTaskRoutesOptions | false
-  /** Limits of [`atlasAuth`](#atlasauth) (failed authentications per IP). */
-  auth?: Omit<AtlasAuthOptions, 'authenticate'>
 }
 
 const NAME = 'atlas-realtime'
 
+// Each plugin checks its own options at its registration, naming itself; the umbrella checks its own level.
+const checkOptions = optionsChecker(NAME, AtlasRealtimeOptionsSchema, { delegated: ['authenticate', 'database', 'broker', 'hub', 'websocket', 'routes', 'auth'] })
+const checkWebSocketExtras = optionsChecker(NAME, WebSocketExtrasSchema, { path: 'websocket' })
+
 /** Registers the whole suite from one options object. */
-const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fastify, options) => {
-  if (typeof options !== 'object' || options === null) throw optionError(NAME, 'options are required')
-  if (typeof options.database !== 'object' || options.database === null) {
-    throw optionError(NAME, 'option database is required, e.g. { databasePath: "./atlas.db" }')
-  }
-  const { maxPayload = RECOMMENDED_MAX_PAYLOAD, ...websocket } = options.websocket ?? {}
+const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fastify, rawOptions) => {
+  const options = checkOptions(rawOptions)
+  const { maxPayload: givenMaxPayload, ...websocket } = options.websocket as Record<string, unknown>
+  const { maxPayload } = checkWebSocketExtras({ maxPayload: givenMaxPayload })
   // First: they act on every request and every route declared after them.
   await fastify.register(atlasCredentials)
   await fastify.register(atlasUpgradeGuard)
   await fastify.register(atlasRepository, options.database)
-  await fastify.register(atlasBroker, options.broker ?? {})
-  await fastify.register(atlasHub, options.hub ?? {})
+  await fastify.register(atlasBroker, options.broker)
+  await fastify.register(atlasHub, rawOptions.hub ?? {})
   // With Redis, rate-limit counters live there too, so a limit holds across instances.
-  const rateLimitRedis = options.broker?.redis
+  const rateLimitRedis = options.broker.redis
   await fastify.register(atlasAuth, { rateLimitRedis, ...options.auth, authenticate: options.authenticate })
   if (!fastify.hasDecorator('websocketServer')) {
     await fastify.register(fastifyWebsocket, { options: { maxPayload }, preClose: atlasWebSocketPreClose })
   }
-  await fastify.register(atlasWebSocket, websocket)
+  await fastify.register(atlasWebSocket, websocket as AtlasWebSocketOptions)
   if (options.routes !== false) await fastify.register(atlasTaskRoutes, { rateLimitRedis, ...options.routes })
 }
 

@@ -1,7 +1,8 @@
 import fastifyRateLimit from '@fastify/rate-limit'
 import type { FastifyInstance } from 'fastify'
 import { Redis, type RedisOptions } from 'ioredis'
-import { optionError } from './options.js'
+import { Type } from '@sinclair/typebox'
+import { redisConnection } from './options.js'
 import { WriteBehindCounters, writeBehindStore } from './write-behind-store.js'
 
 /** Where rate-limit counters live so a limit holds across instances: a Redis URL or ioredis options. */
@@ -17,9 +18,9 @@ const COMMAND_TIMEOUT_MS = 250
 /** Longest start-up wait for the counters' connection (a Redis host that drops packets). */
 const FIRST_CONNECT_WAIT_MS = 2000
 
-export function checkRateLimitRedis (plugin: string, value: unknown): void {
-  if (value === undefined || typeof value === 'string' || (typeof value === 'object' && value !== null)) return
-  throw optionError(plugin, `option rateLimitRedis must be a Redis URL or ioredis options (got ${JSON.stringify(value)})`)
+/** The `rateLimitRedis` option of the plugins that count requests. */
+export function rateLimitRedisOption (description: string) {
+  return Type.Optional(redisConnection<RedisOptions>({ expected: 'a Redis URL or ioredis options', defaultText: 'unset (the umbrella: `broker.redis`)', description }))
 }
 
 /**

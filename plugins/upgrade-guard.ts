@@ -1,6 +1,8 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import type {} from '@fastify/websocket'
+import { NotAWebSocketRouteError } from '../lib/errors.js'
+import { sendError } from './send-error.js'
 
 const NAME = 'atlas-upgrade-guard'
 
@@ -25,7 +27,7 @@ const upgradeGuardPlugin: FastifyPluginAsync = async (fastify) => {
 function refuseUpgrade (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
   if (request.ws !== true) return done()
   // Answered here, so `done` is not called: nothing after this hook runs.
-  reply.code(404).send({ statusCode: 404, code: 'NOT_A_WEBSOCKET_ROUTE', error: 'Not Found', message: `${request.method} ${request.routeOptions.url ?? ''} is not a WebSocket endpoint` })
+  sendError(reply, new NotAWebSocketRouteError(request.method, request.routeOptions.url ?? ''))
 }
 
 export const atlasUpgradeGuard = fp(upgradeGuardPlugin, { fastify: '5.x', name: NAME })

@@ -1,57 +1,61 @@
 import fp from 'fastify-plugin'
-import { STATUS_CODES } from 'node:http'
-import type { FastifyPluginAsync, FastifyReply } from 'fastify'
+import type { FastifyPluginAsync } from 'fastify'
+import { ForbiddenOriginError, InvalidQueryError, ServerFullError, TooManyConnectionsError } from '../lib/errors.js'
 import { parseConnectQuery } from '../lib/frame-parser.js'
 import { RealtimeServer } from '../lib/realtime-server.js'
 import { requireTeam } from './auth.js'
-import { checkPositiveInteger, checkString, optionError } from './options.js'
+import { sendError } from './send-error.js'
+import { Type } from '@sinclair/typebox'
+import { group, integer, optionError, optionsChecker, string, stringList, type OptionsOf } from './options.js'
 
-export interface AtlasWebSocketOptions {
-  /** Route of the WebSocket endpoint (default `/realtime`). */
-  path?: string
-  /** Unsent bytes a socket may queue before it is closed with 4008 (default 1 MiB). */
-  maxBufferedBytes?: number
-  /** Interval of protocol pings; a socket that misses one round is dropped (default 30000 ms). */
-  heartbeatMs?: number
-  /** Invalid frames answered with error frames before the socket is closed with 1008 (default 20). */
-  maxInvalidFrames?: number
-  /** How long a cut-off slow socket gets for its close frame before it is destroyed (default 2000 ms). */
-  closeGraceMs?: number
-  /** Client frames per second per connection, steady rate; excess frames get `rate_limited` (default 20). */
-  maxFramesPerSecond?: number
-  /** Client frames a connection may send at once above the steady rate (default 100). */
-  frameBurst?: number
-  /** Bytes of replayed events per minute per user on this instance (shared by the user's connections); a resume beyond it gets `resync` `replay_limited` (default 32 MiB). */
-  replayBytesPerMinute?: number
-  /** Open connections this instance accepts; the next upgrade gets 503 (default 20000). */
-  maxConnections?: number
-  /** Open connections of one user on this instance; the next upgrade gets 429 (default 32). */
-  maxConnectionsPerUser?: number
-  /** At shutdown, how long sockets get to answer the 1001 close frame before they are destroyed (default 5000 ms). */
-  shutdownGraceMs?: number
-  /**
-   * Origins (`https://app.example.com`) whose pages may open the socket, besides the server's own
-   * origin; `['*']` allows every origin. Upgrades from any other origin get 403. Clients that
-   * send no Origin header (not browsers) are always allowed (default: none, same origin only).
-   */
-  allowedOrigins?: readonly string[]
-}
+export const AtlasWebSocketOptionsSchema = group({
+  path: Type.Optional(string({ pattern: /^\//, default: '/realtime', description: 'Route of the WebSocket endpoint.' })),
+  maxBufferedBytes: Type.Optional(integer({
+    default: 1024 * 1024,
+    defaultNote: '1 MiB',
+    description: 'Unsent bytes a socket may queue before it is closed with 4008 (slow consumer).'
+  })),
+  heartbeatMs: Type.Optional(integer({ default: 30_000, description: 'Interval of protocol pings, in ms; a socket that misses a round is dropped.' })),
+  maxInvalidFrames: Type.Optional(integer({
+    allowZero: true,
+    default: 20,
+    description: 'Invalid frames answered with error frames before the socket is closed with 1008 (`0`: the first one closes it).'
+  })),
+  closeGraceMs: Type.Optional(integer({ default: 2000, description: 'How long, in ms, a cut-off slow socket gets to take its close frame before it is destroyed.' })),
+  maxFramesPerSecond: Type.Optional(integer({
+    default: 20,
+    description: 'Client frames per second per connection, steady rate (a token bucket). A frame beyond it is answered with an `rate_limited` error frame and counts as invalid, so a flood ends with 1008.'
+  })),
+  frameBurst: Type.Optional(integer({
+    default: 100,
+    description: 'Client frames a connection may send at once above the steady rate (the bucket\'s size): enough for one `subscribe` per team for 100 teams.'
+  })),
+  replayBytesPerMinute: Type.Optional(integer({
+    default: 32 * 1024 * 1024,
+    defaultNote: '32 MiB',
+    description: 'Bytes of replayed events one user may receive per minute on this instance (a token bucket shared by the user\'s connections, so reconnecting does not refill it). A resume beyond it gets `resync` with reason `replay_limited` instead of the events.'
+  })),
+  maxConnections: Type.Optional(integer({
+    default: 20_000,
+    description: 'Open connections on this instance; the next upgrade gets `503` `SERVER_FULL` with `Retry-After`.'
+  })),
+  maxConnectionsPerUser: Type.Optional(integer({
+    default: 32,
+    description: 'Open connections of one user (the principal\'s `userId`) on this instance; the next upgrade gets `429` `TOO_MANY_CONNECTIONS` with `Retry-After`.'
+  })),
+  shutdownGraceMs: Type.Optional(integer({
+    allowZero: true,
+    default: 5000,
+    description: 'At shutdown every socket gets close code 1001; those that have not answered after this many ms are destroyed (without it, ws waits 30 s for each).'
+  })),
+  allowedOrigins: Type.Optional(stringList({
+    default: [],
+    expected: 'an array of origins',
+    description: 'Origins (`\'https://app.example.com\'`) whose pages may open the socket besides the server\'s own origin (the `Origin` header\'s host equals the request\'s `Host`); `[\'*\']`: any. Other origins get `403` `FORBIDDEN_ORIGIN` before authentication. Requests without `Origin` (not browsers) are always let in.'
+  }))
+}, { $id: 'AtlasWebSocketOptions', description: 'Options of atlasWebSocket.' })
 
-/** The defaults, in one place. */
-export const WEBSOCKET_DEFAULTS = {
-  path: '/realtime',
-  maxBufferedBytes: 1024 * 1024,
-  heartbeatMs: 30_000,
-  maxInvalidFrames: 20,
-  closeGraceMs: 2000,
-  maxFramesPerSecond: 20,
-  frameBurst: 100,
-  replayBytesPerMinute: 32 * 1024 * 1024,
-  maxConnections: 20_000,
-  maxConnectionsPerUser: 32,
-  shutdownGraceMs: 5000,
-  allowedOrigins: [] as readonly string[]
-} as const
+export type AtlasWebSocketOptions = OptionsOf<typeof AtlasWebSocketOptionsSchema>
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -64,25 +68,14 @@ const NAME = 'atlas-websocket'
 /** Client frames are small JSON commands; 64 KiB is generous. */
 export const RECOMMENDED_MAX_PAYLOAD = 64 * 1024
 
-const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastify, options) => {
-  checkString(NAME, 'path', options.path, { pattern: /^\// })
-  const positive = (name: Exclude<keyof typeof WEBSOCKET_DEFAULTS, 'path' | 'allowedOrigins'>, allowZero = false): number =>
-    checkPositiveInteger(NAME, name, options[name], { allowZero }) ?? WEBSOCKET_DEFAULTS[name]
-  const realtime = new RealtimeServer(fastify.atlasHub, {
-    maxBufferedBytes: positive('maxBufferedBytes'),
-    heartbeatMs: positive('heartbeatMs'),
-    maxInvalidFrames: positive('maxInvalidFrames', true),
-    closeGraceMs: positive('closeGraceMs'),
-    maxFramesPerSecond: positive('maxFramesPerSecond'),
-    frameBurst: positive('frameBurst'),
-    replayBytesPerMinute: positive('replayBytesPerMinute'),
-    maxConnections: positive('maxConnections'),
-    maxConnectionsPerUser: positive('maxConnectionsPerUser'),
-    shutdownGraceMs: positive('shutdownGraceMs', true)
-  })
-  const originAllowed = originCheck(options.allowedOrigins ?? WEBSOCKET_DEFAULTS.allowedOrigins)
+const checkOptions = optionsChecker(NAME, AtlasWebSocketOptionsSchema)
+
+const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastify, rawOptions) => {
+  const { path, allowedOrigins, ...limits } = checkOptions(rawOptions)
+  const realtime = new RealtimeServer(fastify.atlasHub, limits)
+  const originAllowed = originCheck(allowedOrigins)
   // A refused upgrade is told when to try again: by then a heartbeat round has dropped dead sockets.
-  const retryAfter = String(Math.ceil(positive('heartbeatMs') / 1000))
+  const retryAfter = String(Math.ceil(limits.heartbeatMs / 1000))
   const maxPayload = fastify.websocketServer.options.maxPayload ?? 0
   if (maxPayload === 0 || maxPayload > RECOMMENDED_MAX_PAYLOAD) {
     // Only happens when the integrator registered @fastify/websocket without maxPayload:
@@ -97,26 +90,26 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
   // What preValidation parsed, handed to the socket handler without parsing twice.
   const connectQueries = new WeakMap<object, { teams: string[] | undefined, since: Map<string, number> }>()
 
-  fastify.get(options.path ?? WEBSOCKET_DEFAULTS.path, {
+  fastify.get(path, {
     websocket: true,
     // Runs before the upgrade: a refused request gets a real HTTP status and no socket opens.
     // Cheapest checks first: a foreign page or a full instance costs no authentication.
     preValidation: async (request, reply) => {
       if (!originAllowed(request.headers.origin, request.host)) {
-        return await refuse(reply, 403, 'FORBIDDEN_ORIGIN', `Origin ${String(request.headers.origin).slice(0, 200)} may not open this socket`)
+        return await sendError(reply, new ForbiddenOriginError(String(request.headers.origin)))
       }
       if (realtime.refusal() !== undefined) {
-        return await refuse(reply.header('retry-after', retryAfter), 503, 'SERVER_FULL', 'This instance is at its connection limit; try again later')
+        return await sendError(reply.header('retry-after', retryAfter), new ServerFullError())
       }
       const principal = await fastify.atlasRequirePrincipal(request, reply)
       if (principal === null) return reply
       const query = parseConnectQuery(request.query as Record<string, unknown>)
-      if (!query.ok) return await refuse(reply, 400, 'INVALID_QUERY', query.message)
+      if (!query.ok) return await sendError(reply, new InvalidQueryError(query.message))
       for (const teamId of query.teams ?? []) {
         if (!await requireTeam(principal, teamId, reply)) return reply
       }
       if (realtime.refusal(principal) !== undefined) {
-        return await refuse(reply.header('retry-after', retryAfter), 429, 'TOO_MANY_CONNECTIONS', `At most ${positive('maxConnectionsPerUser')} connections per user on this instance`)
+        return await sendError(reply.header('retry-after', retryAfter), new TooManyConnectionsError(limits.maxConnectionsPerUser))
       }
       connectQueries.set(request, query)
     }
@@ -135,19 +128,12 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
   })
 }
 
-async function refuse (reply: FastifyReply, statusCode: number, code: string, message: string): Promise<FastifyReply> {
-  return await reply.code(statusCode).send({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
-}
-
 /**
  * The Origin rule: no Origin header (not a browser), the server's own origin, or a listed one.
  * Browsers send cookies with a WebSocket upgrade to any site, so without this check a page on
  * another origin could open the socket with the user's session (cross-site WebSocket hijacking).
  */
 function originCheck (allowed: readonly string[]): (origin: string | undefined, host: string) => boolean {
-  if (!Array.isArray(allowed) || !allowed.every((o) => typeof o === 'string')) {
-    throw optionError(NAME, `option allowedOrigins must be an array of origins (got ${JSON.stringify(allowed)})`)
-  }
   if (allowed.includes('*')) return () => true
   const listed = new Set(allowed.map((origin) => {
     const parsed = URL.canParse(origin) ? new URL(origin) : undefined

@@ -18,6 +18,9 @@ export function defaultMigrationsFolder (): string {
   throw new Error('atlas-realtime: cannot find the drizzle/ migrations folder; pass migrationsFolder')
 }
 
+/** The defaults of openDatabase's options (atlasRepository's options document them). */
+export const DATABASE_DEFAULTS = { busyTimeoutMs: 5000, checkpointIntervalMs: 1000 } as const
+
 export interface OpenDatabaseOptions {
   /** File path, or ':memory:'. */
   path: string
@@ -41,7 +44,7 @@ export interface OpenedDatabase {
 }
 
 export function openDatabase (options: OpenDatabaseOptions): OpenedDatabase {
-  const { path, busyTimeoutMs = 5000, checkpointIntervalMs = 1000 } = options
+  const { path, busyTimeoutMs = DATABASE_DEFAULTS.busyTimeoutMs, checkpointIntervalMs = DATABASE_DEFAULTS.checkpointIntervalMs } = options
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
   const sqlite = new Database(path, { timeout: busyTimeoutMs })
   if (path !== ':memory:') {
