@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { isTeamId } from '../protocol/constants.js'
+import { isTeamId, TEAM_ID_PATTERN } from '../protocol/constants.js'
 import { isWellFormed } from '../lib/well-formed.js'
 import type { Principal } from '../lib/types.js'
 import { AuthRateLimitedError, ForbiddenTeamError, UnauthorizedError } from '../lib/errors.js'
@@ -15,9 +15,12 @@ import { sendError } from './send-error.js'
  */
 export type Authenticate = (request: FastifyRequest) => Principal | null | undefined | Promise<Principal | null | undefined>
 
+/** Longest user id accepted from `authenticate`: it is stored with every change and event. */
+export const MAX_USER_ID_LENGTH = 128
+
 export const AtlasAuthOptionsSchema = group({
   authenticate: func<Authenticate>({
-    description: '`(request) => { userId, teams } | null | undefined`, sync or async: who is making the request (HTTP and the upgrade). A principal whose `userId` is not a non-empty well-formed string of at most 128 characters, or with a team id outside `^[A-Za-z0-9_-]{1,64}$`, is refused with `401` (and a warning that names no value).'
+    description: `\`(request) => { userId, teams } | null | undefined\`, sync or async: who is making the request (HTTP and the upgrade). A principal whose \`userId\` is not a non-empty well-formed string of at most ${MAX_USER_ID_LENGTH} characters, or with a team id outside \`${TEAM_ID_PATTERN}\`, is refused with \`401\` (and a warning that names no value).`
   }),
   maxFailedAuthPerIp: Type.Optional(integer({
     allowZero: true,
@@ -44,8 +47,6 @@ declare module 'fastify' {
 }
 
 const NAME = 'atlas-auth'
-/** Longest user id accepted from `authenticate`: it is stored with every change and event. */
-export const MAX_USER_ID_LENGTH = 128
 /** IPs remembered as blocked at once; the oldest is forgotten first (it only loses its block early). */
 const MAX_BLOCKED_IPS = 10_000
 
