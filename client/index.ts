@@ -9,7 +9,7 @@ export { TaskApi, AtlasApiError, type MutationOptions, type MutationResponse, ty
 export { Backoff, backoffDelay, type BackoffOptions } from './backoff.js'
 export { Emitter, type Listener } from './emitter.js'
 export { parseServerFrame, isTaskEvent } from './frames.js'
-export { CloseCode, PROTOCOL_VERSION, type ResyncReason, type TaskField, type TaskStatus } from '../protocol/constants.js'
+export { CloseCode, ErrorCode, PROTOCOL_VERSION, type ResyncReason, type TaskField, type TaskStatus } from '../protocol/constants.js'
 export { newMutationId } from './ids.js'
 export type { WebSocketConstructor, WebSocketLike } from './socket.js'
 export type { ClientFrame, ServerFrame, Task, TaskCreatedEvent, TaskDeletedEvent, TaskEvent, TaskInput, TaskPatch, TaskUpdatedEvent } from '../protocol/schemas.js'

@@ -1,5 +1,5 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import { ErrorCode, TEAM_ID_PATTERN } from '../protocol/constants.js'
+import { ErrorCode, isTeamId } from '../protocol/constants.js'
 import { clientFrameSchemas, type ClientFrame } from '../protocol/schemas.js'
 
 const clientFrameCheckers = {
@@ -42,12 +42,11 @@ export function parseClientFrame (text: string): ParsedFrame {
  */
 export function parseConnectQuery (query: { teams?: unknown, since?: unknown }):
   { ok: true, teams: string[] | undefined, since: Map<string, number> } | { ok: false, message: string } {
-  const teamPattern = new RegExp(TEAM_ID_PATTERN)
   let teams: string[] | undefined
   if (query.teams !== undefined) {
     if (typeof query.teams !== 'string') return { ok: false, message: 'teams must be given once, as a comma-separated list' }
     teams = [...new Set(query.teams.split(',').filter((t) => t !== ''))]
-    const bad = teams.find((t) => !teamPattern.test(t))
+    const bad = teams.find((t): boolean => !isTeamId(t))
     if (bad !== undefined) return { ok: false, message: `Invalid team id ${JSON.stringify(bad.slice(0, 80))}` }
   }
   const since = new Map<string, number>()
@@ -57,7 +56,7 @@ export function parseConnectQuery (query: { teams?: unknown, since?: unknown }):
       const colon = pair.lastIndexOf(':')
       const team = pair.slice(0, colon)
       const seq = Number(pair.slice(colon + 1))
-      if (colon <= 0 || !teamPattern.test(team) || !/^\d+$/.test(pair.slice(colon + 1)) || !Number.isSafeInteger(seq)) {
+      if (colon <= 0 || !isTeamId(team) || !/^\d+$/.test(pair.slice(colon + 1)) || !Number.isSafeInteger(seq)) {
         return { ok: false, message: `Invalid since entry ${JSON.stringify(pair.slice(0, 80))}; expected team:seq` }
       }
       since.set(team, seq)
