@@ -30,7 +30,7 @@ const TITLE = Buffer.from('"title":"m')
  * seq and the title's mutation index), without decoding or parsing the JSON: at hundreds of
  * thousands of deliveries a run, the load generator must stay cheap.
  */
-export class AtlasClient implements BenchClient {
+export class AtlasBenchClient implements BenchClient {
   readonly state: ClientState
   readonly recovered = false
   readonly #target: ClientTarget
@@ -99,7 +99,7 @@ function readNumberAfter (data: Buffer, marker: Buffer): number {
 interface PeerEvent { seq: number, task: { title: string } }
 
 /** The peer's clients: socket.io-client over its WebSocket transport, as a Socket.IO deployment would use. */
-export class SocketIoClient implements BenchClient {
+export class SocketIoBenchClient implements BenchClient {
   readonly state: ClientState
   recovered = false
   readonly #target: ClientTarget

@@ -74,7 +74,7 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
     const tokens = config.demoTokens.map(({ userId, teams, token }) => ({ userId, teams, token }))
     app.get('/demo/tokens', async (_request, reply) => reply.header('cache-control', 'no-store').send({ users: tokens }))
   }
-  app.get('/health', async () => ({ ok: true, connections: app.atlasRealtime.connectionCount }))
+  app.get('/health', async () => ({ ok: true, connections: app.atlasConnections.connectionCount }))
   return app
 }
 

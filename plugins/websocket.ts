@@ -60,7 +60,7 @@ export type AtlasWebSocketOptions = OptionsOf<typeof AtlasWebSocketOptionsSchema
 declare module 'fastify' {
   interface FastifyInstance {
     /** The live WebSocket connections of this instance. */
-    atlasRealtime: RealtimeServer
+    atlasConnections: RealtimeServer
   }
 }
 
@@ -83,7 +83,7 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
     const limit = maxPayload === 0 ? 'of any size' : `up to ${maxPayload} bytes`
     fastify.log.warn({ maxPayload }, `atlas: @fastify/websocket accepts frames ${limit}; set options.maxPayload (e.g. ${RECOMMENDED_MAX_PAYLOAD})`)
   }
-  fastify.decorate('atlasRealtime', realtime)
+  fastify.decorate('atlasConnections', realtime)
   // preClose, not onClose: clients get their 1001 while the hub can still finish publishing.
   fastify.addHook('preClose', async () => { await realtime.close() })
 

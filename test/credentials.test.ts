@@ -14,7 +14,7 @@ t.test('a socket whose credentials expire is closed with 4001, while a socket wi
   t.equal(created.status, 201)
   await stays.waitFor('the event after the other socket expired', () => stays.events.length === 1)
   t.equal(stays.events[0].seq, 1)
-  t.equal(instance.app.atlasRealtime.connectionCount, 1)
+  t.equal(instance.app.atlasConnections.connectionCount, 1)
 })
 
 t.test('an expired token is refused at the upgrade and on HTTP', async (t) => {

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import {
   atlasAuth, atlasBroker, atlasHub, atlasRealtime, atlasRepository, atlasTaskRoutes, atlasWebSocket,
-  Hub, MemoryBroker, MemoryBus, RealtimeServer, RedisBroker, TaskRepository, type AtlasRealtimeOptions
+  Hub, MemoryBroker, MemoryBus, OutboxRelay, RealtimeServer, RedisBroker, RetentionPruner, TaskRepository, type AtlasRealtimeOptions
 } from '../plugins/index.js'
 import { startRedis } from './helpers/redis.js'
 
@@ -115,15 +115,17 @@ t.test('an integrator who registered @fastify/websocket already gets it reused, 
   await app.register(fastifyWebsocket)
   await app.register(atlasRealtime, suiteOptions(t))
   await app.ready()
-  t.type(app.atlasRealtime, RealtimeServer)
+  t.type(app.atlasConnections, RealtimeServer)
 })
 
-t.test('the umbrella decorates the instance with the repository, broker, hub and realtime server', async (t) => {
+t.test('the umbrella decorates the instance with the repository, broker, hub, outbox, retention and connections', async (t) => {
   const app = await readySuite(t)
   t.type(app.taskRepository, TaskRepository)
   t.type(app.atlasBroker, MemoryBroker)
   t.type(app.atlasHub, Hub)
-  t.type(app.atlasRealtime, RealtimeServer)
+  t.type(app.atlasOutbox, OutboxRelay)
+  t.type(app.atlasRetention, RetentionPruner)
+  t.type(app.atlasConnections, RealtimeServer)
   t.type(app.atlasRequirePrincipal, 'function')
   t.ok(app.hasRoute({ method: 'GET', url: '/realtime' }))
   t.ok(app.hasRoute({ method: 'PATCH', url: '/teams/:teamId/tasks/:taskId' }))

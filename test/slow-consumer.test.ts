@@ -28,7 +28,7 @@ t.test('a client that never reads is cut off; the backlog stays bounded; readers
   const query = new URLSearchParams({ access_token: alice }).toString()
   await neverReadingClient(t, `${instance.wsUrl}?${query}`)
   await waitUntil('4 subscriptions', () => app.atlasHub.stats.subscriptions === 4)
-  t.equal(app.atlasRealtime.connectionCount, 4)
+  t.equal(app.atlasConnections.connectionCount, 4)
 
   const serverSockets = [...app.websocketServer.clients]
   let maxBuffered = 0
@@ -75,9 +75,9 @@ t.test('a client that never reads is cut off; the backlog stays bounded; readers
   t.ok(stalling.events.length < EVENTS, `it got only a prefix (${stalling.events.length} events)`)
   t.same(seqsOf(stalling.events, 'red'), seqRange(1, stalling.events.length), 'that prefix was in order, with no hole')
   // The one that never reads does not even take the close frame: it is destroyed after closeGraceMs.
-  await waitUntil('the never-reading socket to be destroyed', () => app.atlasRealtime.connectionCount === 2, 15_000)
+  await waitUntil('the never-reading socket to be destroyed', () => app.atlasConnections.connectionCount === 2, 15_000)
     .catch((err: Error) => { t.fail(err.message) })
-  t.equal(app.atlasRealtime.connectionCount, 2, 'only the readers are still connected')
+  t.equal(app.atlasConnections.connectionCount, 2, 'only the readers are still connected')
   t.equal(app.atlasHub.stats.subscriptions, 2)
 
   t.ok(maxBuffered <= MAX_BUFFERED + largestFrame + 512,

@@ -38,6 +38,6 @@ t.test('only the WebSocket route answers an upgrade; every other route refuses i
   t.equal((await api(instance.baseUrl, 'GET', '/health')).status, 200)
   t.equal((await api(instance.baseUrl, 'POST', '/integrator/hook')).status, 200)
   const client = await connectClient(t, instance, token, { teams: ['red'] })
-  t.equal(instance.app.atlasRealtime.connectionCount, 1)
+  t.equal(instance.app.atlasConnections.connectionCount, 1)
   await client.close()
 })

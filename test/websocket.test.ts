@@ -40,7 +40,7 @@ t.test('an upgrade without a valid token gets HTTP 401 and no socket', async (t)
   t.equal(await refusedStatus(t, instance, 'access_token=garbage'), 401, 'garbage token')
   t.equal(await refusedStatus(t, instance, `access_token=${foreign}`), 401, 'token signed with another secret')
   t.equal(await refusedStatus(t, instance, `access_token=${alice.slice(0, -2)}xx`), 401, 'tampered signature')
-  t.equal(instance.app.atlasRealtime.connectionCount, 0)
+  t.equal(instance.app.atlasConnections.connectionCount, 0)
 })
 
 t.test('teams= naming a team outside the principal gets HTTP 403', async (t) => {
@@ -172,7 +172,7 @@ t.test('heartbeat: a client that stops answering protocol pings is dropped, a no
   let silentPings = 0
   silent.socket.on('ping', () => { silentPings++ })
   await silent.waitForFrame('welcome')
-  t.equal(instance.app.atlasRealtime.connectionCount, 2)
+  t.equal(instance.app.atlasConnections.connectionCount, 2)
 
   const { code } = await silent.closed
   t.equal(code, 1006, 'the silent client was terminated (no close frame)')
@@ -181,5 +181,5 @@ t.test('heartbeat: a client that stops answering protocol pings is dropped, a no
   t.equal(normal.socket.readyState, normal.socket.OPEN, 'the answering client survived three heartbeat rounds')
   await mutate('red', alice)
   await normal.waitFor('an event', () => normal.lastSeq('red') === 1)
-  t.equal(instance.app.atlasRealtime.connectionCount, 1)
+  t.equal(instance.app.atlasConnections.connectionCount, 1)
 })
