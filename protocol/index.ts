@@ -2,3 +2,4 @@
 // types derived from them. Imports nothing else of the project.
 export * from './constants.js'
 export * from './schemas.js'
+export * from './errors.js'
