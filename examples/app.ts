@@ -70,6 +70,11 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
       ...revalidated
     })
   }, { prefix: '/sdk' })
+  // The API documents `npm run docs` writes: the HTTP routes (OpenAPI) and the socket (AsyncAPI).
+  const docsDir = findDir(['../docs', '../../docs'], 'asyncapi.json')
+  for (const name of ['asyncapi.json', 'openapi.json']) {
+    app.get(`/docs/${name}`, async (_request, reply) => await reply.sendFile(name, docsDir))
+  }
   if (config.demoTokens !== undefined) {
     const tokens = config.demoTokens.map(({ userId, teams, token }) => ({ userId, teams, token }))
     app.get('/demo/tokens', async (_request, reply) => reply.header('cache-control', 'no-store').send({ users: tokens }))
@@ -96,9 +101,14 @@ function distDir (): string {
 
 /** examples/public, both from the TypeScript source and from dist/. */
 function findPublicDir (): string {
-  for (const relative of ['./public', '../../examples/public']) {
+  return findDir(['./public', '../../examples/public'], 'index.html')
+}
+
+/** The first of `candidates` (relative to this file) that holds `file`. */
+function findDir (candidates: string[], file: string): string {
+  for (const relative of candidates) {
     const dir = fileURLToPath(new URL(relative, import.meta.url))
-    if (existsSync(`${dir}/index.html`)) return dir
+    if (existsSync(`${dir}/${file}`)) return dir
   }
-  throw new Error('example: cannot find examples/public')
+  throw new Error(`example: cannot find ${file} in ${candidates.join(' or ')}`)
 }

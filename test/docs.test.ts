@@ -4,11 +4,20 @@ import { fileURLToPath } from 'node:url'
 import * as errors from '../lib/errors.js'
 import { HTTP_ERRORS } from '../protocol/errors.js'
 import { fillRegion, generatedFiles } from '../scripts/doc-tables.js'
+import { generatedDocuments } from '../scripts/documents.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 
 t.test('the committed docs hold exactly what `npm run docs` writes', async (t) => {
   for (const { file, current, expected } of generatedFiles(root)) {
+    t.equal(current, expected, `${file} is current (run npm run docs)`)
+  }
+})
+
+t.test('the committed API documents (docs/asyncapi.json, docs/openapi.json) are exactly what `npm run docs` writes', async (t) => {
+  const documents = await generatedDocuments(root)
+  t.same(documents.map(({ file }) => file), ['docs/asyncapi.json', 'docs/openapi.json'])
+  for (const { file, current, expected } of documents) {
     t.equal(current, expected, `${file} is current (run npm run docs)`)
   }
 })
