@@ -2,6 +2,7 @@ import type { AtlasClient, Snapshot } from './client.js'
 import { Emitter } from './emitter.js'
 import { AtlasApiError, type MutationResponse } from './http.js'
 import { newMutationId } from './ids.js'
+import { createdTaskFields } from '../protocol/constants.js'
 import type { Task, TaskEvent, TaskInput, TaskPatch } from '../protocol/schemas.js'
 
 export type MutationKind = 'create' | 'update' | 'delete'
@@ -306,11 +307,7 @@ function placeholder (teamId: string, pending: Pending, userId: string | undefin
   return {
     id: pending.taskId,
     teamId,
-    title: input.title,
-    description: input.description ?? '',
-    status: input.status ?? 'todo',
-    assignee: input.assignee ?? null,
-    dueDate: input.dueDate ?? null,
+    ...createdTaskFields(input),
     version: 0,
     createdAt: pending.createdAt,
     updatedAt: pending.createdAt,

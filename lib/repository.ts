@@ -4,7 +4,7 @@ import { and, asc, eq, lt, lte, sql } from 'drizzle-orm'
 import type { AtlasDatabase } from './db/open.js'
 import { events, mutations, tasks, teamSequences, type TaskRow } from './db/schema.js'
 import { InvalidCursorError, InvalidLimitError, InvalidTaskError, MutationIdConflictError, PreconditionFailedError, TaskNotFoundError } from './errors.js'
-import { TASK_FIELDS, type TaskField } from '../protocol/constants.js'
+import { createdTaskFields, TASK_FIELDS, type TaskField } from '../protocol/constants.js'
 import type { Task, TaskEvent, TaskInput, TaskPatch } from '../protocol/schemas.js'
 import type { LoggedEvent } from './types.js'
 import { isWellFormed } from './well-formed.js'
@@ -156,11 +156,7 @@ export class TaskRepository {
       const row: TaskRow = {
         id: randomUUID(),
         teamId,
-        title: input.title,
-        description: input.description ?? '',
-        status: input.status ?? 'todo',
-        assignee: input.assignee ?? null,
-        dueDate: input.dueDate ?? null,
+        ...createdTaskFields(input),
         version: 1,
         createdAt: now,
         updatedAt: now,

@@ -42,6 +42,18 @@ export type ResyncReason = (typeof RESYNC_REASONS)[number]
 export const TASK_STATUSES = ['todo', 'in_progress', 'done'] as const
 export type TaskStatus = (typeof TASK_STATUSES)[number]
 
+/** A created task's fields, with the values a create body may leave out filled in. */
+export function createdTaskFields (input: { title: string, description?: string, status?: TaskStatus, assignee?: string | null, dueDate?: string | null }):
+  { title: string, description: string, status: TaskStatus, assignee: string | null, dueDate: string | null } {
+  return {
+    title: input.title,
+    description: input.description ?? '',
+    status: input.status ?? 'todo',
+    assignee: input.assignee ?? null,
+    dueDate: input.dueDate ?? null
+  }
+}
+
 /** The fields a client writes, in the order `task.updated`'s `changes` lists them. */
 export const TASK_FIELDS = ['title', 'description', 'status', 'assignee', 'dueDate'] as const
 export type TaskField = (typeof TASK_FIELDS)[number]
