@@ -48,16 +48,18 @@ export class WriteBehindCounters {
   readonly #redis: RedisWithBatch
   readonly #prefix: string
   readonly #windows = new Map<string, Window>()
-  readonly #timer: NodeJS.Timeout
+  readonly #flushMs: number
+  /** Runs while any window is open: an instance nobody writes through never wakes for it. */
+  #timer: NodeJS.Timeout | undefined
+  #closed = false
   readonly #onError: (err: unknown) => void
 
   constructor (redis: Redis, prefix: string, flushMs: number, onError: (err: unknown) => void) {
     this.#redis = redis
     this.#prefix = prefix
     this.#onError = onError
+    this.#flushMs = flushMs
     if (this.#redis.atlasAddBatch === undefined) this.#redis.defineCommand('atlasAddBatch', { numberOfKeys: 1, lua: ADD_BATCH })
-    this.#timer = setInterval(() => { this.flush() }, flushMs)
-    this.#timer.unref()
   }
 
   /** Counts one request for `key`; returns the count of its window so far and the ms it has left. */
@@ -68,25 +70,35 @@ export class WriteBehindCounters {
       this.#windows.set(key, window)
     }
     window.pending++
+    if (this.#timer === undefined && !this.#closed) {
+      this.#timer = setInterval(() => { this.flush() }, this.#flushMs)
+      this.#timer.unref()
+    }
     return { current: window.known + window.pending, ttl: window.ends - now }
   }
 
   /** Sends what was counted since the last flush; forgets windows that ended. */
   flush (now = Date.now()): void {
-    if (this.#redis.status !== 'ready') return
+    // While Redis is away nothing is sent: counts wait here, and each instance limits on its own.
+    const ready = this.#redis.status === 'ready'
     const pipeline = this.#redis.pipeline() as unknown as { atlasAddBatch: (key: string, count: number, timeWindow: number) => void, exec: () => Promise<Array<[Error | null, unknown]> | null> }
     const sent: Array<[string, Window]> = []
     for (const [key, window] of this.#windows) {
+      // An ended window's unsent counts belong to no window Redis still holds.
       if (window.ends <= now) {
-        if (window.pending === 0) this.#windows.delete(key)
+        this.#windows.delete(key)
         continue
       }
-      if (window.pending === 0 && window.known * 2 < window.max) continue
+      if (!ready || (window.pending === 0 && window.known * 2 < window.max)) continue
       pipeline.atlasAddBatch(this.#prefix + key, window.pending, window.timeWindow)
       sent.push([key, window])
       // Counted as known at once, so the local view never drops while the batch is in flight.
       window.known += window.pending
       window.pending = 0
+    }
+    if (this.#windows.size === 0) {
+      clearInterval(this.#timer)
+      this.#timer = undefined
     }
     if (sent.length === 0) return
     pipeline.exec().then((results) => {
@@ -103,8 +115,9 @@ export class WriteBehindCounters {
   }
 
   close (): void {
-    clearInterval(this.#timer)
+    this.#closed = true
     this.flush()
+    clearInterval(this.#timer)
   }
 }
 
