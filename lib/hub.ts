@@ -47,6 +47,9 @@ export interface HubOptions {
   onRecovered?: () => void
 }
 
+/** One running replay; `owed`: subscribes of the same team that came meanwhile, answered when it ends. */
+interface Replay { owed: number }
+
 /** The local subscribers of one team and how far this instance has delivered the team's log. */
 class TeamStream {
   readonly clients = new Set<HubClient>()
@@ -55,7 +58,7 @@ class TeamStream {
    * events (the replay reads them from the log) until the replay hands them over to `clients`.
    * A later join or a leave replaces or removes the token, which stops the older replay.
    */
-  readonly replaying = new Map<HubClient, object>()
+  readonly replaying = new Map<HubClient, Replay>()
   /** Highest seq handed to the clients; every seq up to it was handed out, in order. */
   delivered = 0
   ready = false
@@ -130,8 +133,13 @@ export class Hub {
       client.sendControl({ type: 'subscribed', teamId, seq: stream.delivered, replayed: 0 })
       return
     }
-    // Subscribed again while its replay runs: that replay ends with the `subscribed` frame.
-    if (stream.replaying.has(client)) return
+    // Subscribed again while its replay runs: answered when that replay ends, with nothing
+    // sent twice (the running replay already brings every event after the first `since`).
+    const running = stream.replaying.get(client)
+    if (running !== undefined) {
+      running.owed++
+      return
+    }
     const { head, prunedThrough } = this.#repository.history(teamId)
     if (head > stream.delivered) this.#catchUp(teamId, stream)
     let resync: ResyncReason | undefined
@@ -144,7 +152,7 @@ export class Hub {
       this.#goLive(client, teamId, stream, resync, 0)
       return
     }
-    const token = {}
+    const token: Replay = { owed: 0 }
     stream.replaying.set(client, token)
     await this.#replay(client, teamId, stream, token, since)
   }
@@ -233,10 +241,12 @@ export class Hub {
    * after goes to the client live.
    */
   #goLive (client: HubClient, teamId: string, stream: TeamStream, resync: ResyncReason | undefined, replayed: number): void {
+    const owed = stream.replaying.get(client)?.owed ?? 0
     stream.replaying.delete(client)
     stream.clients.add(client)
     if (resync !== undefined) client.sendControl({ type: 'resync', teamId, seq: stream.delivered, reason: resync })
     else client.sendControl({ type: 'subscribed', teamId, seq: stream.delivered, replayed })
+    for (let i = 0; i < owed; i++) client.sendControl({ type: 'subscribed', teamId, seq: stream.delivered, replayed: 0 })
   }
 
   /**
@@ -245,7 +255,7 @@ export class Hub {
    * again or the hub closed; a hole in the log (pruned meanwhile) or a spent replay budget ends
    * it with a resync instead.
    */
-  async #replay (client: HubClient, teamId: string, stream: TeamStream, token: object, since: number): Promise<void> {
+  async #replay (client: HubClient, teamId: string, stream: TeamStream, token: Replay, since: number): Promise<void> {
     const current = (): boolean => !this.#closed && !client.closed && stream.replaying.get(client) === token && this.#teams.get(teamId) === stream
     let last = since
     while (last < stream.delivered) {
@@ -269,7 +279,7 @@ export class Hub {
   }
 
   /** A replay that ends without going live leaves nothing behind: no entry, no idle stream. */
-  #abandon (client: HubClient, teamId: string, stream: TeamStream, token: object): void {
+  #abandon (client: HubClient, teamId: string, stream: TeamStream, token: Replay): void {
     if (stream.replaying.get(client) === token) stream.replaying.delete(client)
     this.#releaseIfIdle(teamId, stream)
   }

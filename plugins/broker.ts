@@ -45,6 +45,9 @@ const brokerPlugin: FastifyPluginAsync<AtlasBrokerOptions> = async (fastify, raw
     broker = new MemoryBroker({ bus: options.memoryBus, instanceId: options.instanceId })
   } else {
     if (options.memoryBus !== undefined) throw optionError(NAME, 'options redis and memoryBus exclude each other')
+    if (typeof redis === 'string' && !/^rediss?:\/\/[^\s]*$/.test(redis)) {
+      throw optionError(NAME, `option redis must be a redis:// or rediss:// URL (got ${JSON.stringify(redis.slice(0, 80))})`)
+    }
     const connection = typeof redis === 'string' ? { url: redis } : redis
     // Two connections, so a flood of incoming messages never delays a PUBLISH.
     // Auto-pipelining sends the PUBLISHes of one tick in one write, in order.

@@ -11,7 +11,7 @@ import { atlasRepository, AtlasRepositoryOptionsSchema, type AtlasRepositoryOpti
 import { atlasTaskRoutes, AtlasTaskRoutesOptionsSchema, type AtlasTaskRoutesOptions } from './task-routes.js'
 import { atlasUpgradeGuard } from './upgrade-guard.js'
 import { atlasWebSocket, AtlasWebSocketOptionsSchema, RECOMMENDED_MAX_PAYLOAD, type AtlasWebSocketOptions } from './websocket.js'
-import { group, handedOn, integer, optionsChecker, type OptionsOf } from './options.js'
+import { group, handedOn, integer, optionError, optionsChecker, type OptionsOf } from './options.js'
 
 /** The umbrella's own option of the WebSocket group (the others are atlasWebSocket's). */
 const WebSocketExtrasSchema = group({
@@ -56,6 +56,10 @@ const checkWebSocketExtras = optionsChecker(NAME, WebSocketExtrasSchema, { path:
 /** Registers the whole suite from one options object. */
 const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fastify, rawOptions) => {
   const options = checkOptions(rawOptions)
+  // `auth` takes atlasAuth's other options; one there would be silently overridden by the top level's.
+  if (typeof rawOptions.auth === 'object' && rawOptions.auth !== null && Object.hasOwn(rawOptions.auth, 'authenticate')) {
+    throw optionError(NAME, 'option auth.authenticate is not an option: give authenticate at the top level')
+  }
   const { maxPayload: givenMaxPayload, ...websocket } = options.websocket as Record<string, unknown>
   const { maxPayload } = checkWebSocketExtras({ maxPayload: givenMaxPayload })
   // First: they act on every request and every route declared after them.

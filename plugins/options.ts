@@ -23,13 +23,19 @@ function withDoc<S extends TSchema> (schema: S, doc: Doc & { default?: unknown }
   return Object.assign(schema, doc)
 }
 
-/** Options that are whole numbers; `allowZero` where 0 means "off" or "none". */
+/**
+ * Node's timers take at most 2^31 - 1 ms and silently turn anything longer into 1 ms (a heartbeat
+ * of 2^40 ms would drop every socket at once); no integer option needs more.
+ */
+const MAX_INTEGER_OPTION = 2 ** 31 - 1
+
+/** Options that are whole numbers up to 2^31 - 1; `allowZero` where 0 means "off" or "none". */
 export function integer (doc: Doc & { default: number, allowZero?: boolean }): WithDefault<ReturnType<typeof Type.Integer>>
 export function integer (doc: Doc & { allowZero?: boolean }): ReturnType<typeof Type.Integer>
 export function integer ({ allowZero = false, ...doc }: Doc & { default?: number, allowZero?: boolean }): ReturnType<typeof Type.Integer> {
   return withDoc(Type.Integer({
     minimum: allowZero ? 0 : 1,
-    maximum: Number.MAX_SAFE_INTEGER,
+    maximum: MAX_INTEGER_OPTION,
     expected: `a ${allowZero ? 'non-negative' : 'positive'} integer`
   }), doc)
 }
@@ -190,7 +196,9 @@ function describe (root: TObject, options: object, error: ValueError, prefix?: s
   if (schema[Kind] === 'Object') {
     return value === undefined ? `option ${name} is required${schema.example === undefined ? '' : `, e.g. ${String(schema.example)}`}` : `option ${name} must be an object`
   }
-  const expected = String(schema.expected ?? 'valid')
+  const expected = error.type === ValueErrorType.NumberMaximum || error.type === ValueErrorType.IntegerMaximum
+    ? `at most ${String(schema.maximum)}`
+    : String(schema.expected ?? 'valid')
   const got = schema.shows === 'type' ? typeof value : show(value)
   return `option ${name} must be ${expected}${required ? ' and is required' : ''} (got ${got})`
 }

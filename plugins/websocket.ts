@@ -33,7 +33,7 @@ export const AtlasWebSocketOptionsSchema = group({
   replayBytesPerMinute: Type.Optional(integer({
     default: 32 * 1024 * 1024,
     defaultNote: '32 MiB',
-    description: 'Bytes of replayed events one user may receive per minute on this instance (a token bucket shared by the user\'s connections, so reconnecting does not refill it). A resume beyond it gets `resync` with reason `replay_limited` instead of the events.'
+    description: 'Bytes of replayed events one user may receive per minute on this instance (a token bucket shared by the user\'s connections, so reconnecting does not refill it). A resume beyond it gets `resync` with reason `replay_limited` instead of the rest of its events (from the page where the budget ran out).'
   })),
   maxConnections: Type.Optional(integer({
     default: 20_000,

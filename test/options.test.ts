@@ -21,7 +21,12 @@ t.test('options the schemas do not know are refused, naming the option and the p
     ['an unknown websocket option', { websocket: { heartbeat: 5 } }, /^atlas-websocket: option heartbeat is unknown/],
     ['a malformed maxPayload', { websocket: { maxPayload: 0 } }, /^atlas-realtime: option websocket.maxPayload must be a positive integer \(got 0\)$/],
     ['routes neither an object nor false', { routes: true }, /^atlas-realtime: option routes must be an object or false \(got true\)$/],
-    ['an origin that is not a string', { websocket: { allowedOrigins: [42] } }, /^atlas-websocket: option allowedOrigins must be an array of origins \(got \[42\]\)$/]
+    ['an origin that is not a string', { websocket: { allowedOrigins: [42] } }, /^atlas-websocket: option allowedOrigins must be an array of origins \(got \[42\]\)$/],
+    // Node turns a timer of 2^31 ms or more into 1 ms: such a heartbeat would drop every socket.
+    ['a heartbeat beyond what a timer takes', { websocket: { heartbeatMs: 2 ** 40 } }, /^atlas-websocket: option heartbeatMs must be at most 2147483647 \(got 1099511627776\)$/],
+    ['a relay interval beyond what a timer takes', { hub: { relayIntervalMs: 2 ** 31 } }, /^atlas-hub: option relayIntervalMs must be at most 2147483647/],
+    ['a Redis URL that is not one', { broker: { redis: 'not a url' } }, /^atlas-broker: option redis must be a redis:\/\/ or rediss:\/\/ URL \(got "not a url"\)$/],
+    ['authenticate inside auth, where the top level\'s would silently win', { auth: { authenticate } }, /^atlas-realtime: option auth.authenticate is not an option: give authenticate at the top level$/]
   ]
   for (const [name, overrides, message] of cases) {
     const app = bareApp(t)

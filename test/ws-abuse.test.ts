@@ -231,5 +231,7 @@ t.test('a subscribe repeated while its replay runs hands on nothing twice', asyn
   await client.ready(['red'], 60_000)
   await pingPong(client)
   t.same(seqsOf(client.events, 'red'), seqRange(1, 1000), 'every event once, in order')
-  t.equal(client.frames.filter((f) => f.type === 'subscribed').length, 1, 'one subscribed frame')
+  const answers = client.frames.filter((f) => f.type === 'subscribed')
+  t.same(answers.map((f) => f.replayed), [1000, 0], 'each subscribe frame answered once: the replay, then the repeat (nothing replayed twice)')
+  t.equal(client.frames.map((f) => f.type).lastIndexOf('task.created'), client.frames.indexOf(answers[0]) - 1, 'both answers after the last replayed event')
 })
