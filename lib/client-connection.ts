@@ -44,6 +44,7 @@ export class ClientConnection implements HubClient {
   #closed = false
   /** Resolves when the socket has closed, however it closed. */
   readonly ended: Promise<void>
+  readonly #ended: () => void
   /** Set by the heartbeat each round, cleared by a pong. */
   awaitingPong = false
 
@@ -57,8 +58,10 @@ export class ClientConnection implements HubClient {
     // Attached before anything awaits, so no early frame is missed.
     socket.on('message', this.#onMessage)
     socket.on('pong', this.#onPong)
+    let ended!: () => void
+    this.ended = new Promise((resolve) => { ended = resolve })
+    this.#ended = ended
     socket.once('close', this.#onClose)
-    this.ended = new Promise((resolve) => { socket.once('close', () => { resolve() }) })
     socket.on('error', this.#onError)
   }
 
@@ -209,7 +212,10 @@ export class ClientConnection implements HubClient {
 
   readonly #onPong = (): void => { this.awaitingPong = false }
 
-  readonly #onClose = (): void => { this.#leaveAll() }
+  readonly #onClose = (): void => {
+    this.#leaveAll()
+    this.#ended()
+  }
 
   // A socket error (bad frame at the protocol level, reset) ends this connection only; ws closes it.
   readonly #onError = (): void => {}

@@ -81,7 +81,7 @@ export class WriteBehindCounters {
   flush (now = Date.now()): void {
     // While Redis is away nothing is sent: counts wait here, and each instance limits on its own.
     const ready = this.#redis.status === 'ready'
-    const pipeline = this.#redis.pipeline() as unknown as { atlasAddBatch: (key: string, count: number, timeWindow: number) => void, exec: () => Promise<Array<[Error | null, unknown]> | null> }
+    let pipeline: { atlasAddBatch: (key: string, count: number, timeWindow: number) => void, exec: () => Promise<Array<[Error | null, unknown]> | null> } | undefined
     const sent: Array<[string, Window]> = []
     for (const [key, window] of this.#windows) {
       // An ended window's unsent counts belong to no window Redis still holds.
@@ -90,6 +90,7 @@ export class WriteBehindCounters {
         continue
       }
       if (!ready || (window.pending === 0 && window.known * 2 < window.max)) continue
+      pipeline ??= this.#redis.pipeline() as unknown as NonNullable<typeof pipeline>
       pipeline.atlasAddBatch(this.#prefix + key, window.pending, window.timeWindow)
       sent.push([key, window])
       // Counted as known at once, so the local view never drops while the batch is in flight.
@@ -100,7 +101,7 @@ export class WriteBehindCounters {
       clearInterval(this.#timer)
       this.#timer = undefined
     }
-    if (sent.length === 0) return
+    if (pipeline === undefined) return
     pipeline.exec().then((results) => {
       const answered = Date.now()
       results?.forEach(([err, reply], i) => {
