@@ -41,7 +41,7 @@ export class RealtimeServer {
       const now = Date.now()
       for (const connection of this.#connections) {
         const { expiresAt } = connection.principal
-        if (expiresAt !== undefined && expiresAt <= now) connection.close(CloseCode.CREDENTIALS_EXPIRED, 'credentials expired')
+        if (expiresAt !== undefined && expiresAt <= now) connection.close(CloseCode.UNAUTHORIZED, 'credentials expired')
         else connection.ping()
       }
       for (const [userId, user] of this.#users) {

@@ -4,13 +4,34 @@
 /** Version of the wire protocol described in docs/protocol.md, sent in `welcome`. */
 export const PROTOCOL_VERSION = 1
 
+/**
+ * The WebSocket subprotocol of this protocol version. A client offers it first in
+ * `Sec-WebSocket-Protocol`; the server selects it. A client that offers it is told a refused
+ * credential with close code 4001 (4003 for a refused team) after the handshake, where a browser
+ * can see it, instead of an HTTP 401/403 that a browser reports only as 1006.
+ */
+export const SUBPROTOCOL = `atlas.v${PROTOCOL_VERSION}`
+
+/**
+ * Prefix of the `Sec-WebSocket-Protocol` entry that carries a bearer credential from a browser,
+ * which cannot set an Authorization header on a WebSocket: `base64url.bearer.atlas.` followed by
+ * the token's UTF-8 bytes in base64url without padding (as Kubernetes and Phoenix do). Offered
+ * after SUBPROTOCOL, never selected, taken out of the request before anything logs it.
+ */
+export const BEARER_SUBPROTOCOL_PREFIX = 'base64url.bearer.atlas.'
+
 /** WebSocket close codes of the protocol (docs/protocol.md, "Close codes"). */
 export const CloseCode = {
   NORMAL: 1000,
   /** The server is shutting down or restarting: reconnect (elsewhere) and resume. */
   GOING_AWAY: 1001,
-  /** The credentials the socket was opened with expired: reconnect with a fresh token. */
-  CREDENTIALS_EXPIRED: 4001,
+  /**
+   * No valid credential: refused at the upgrade (to a client that offered SUBPROTOCOL), or the
+   * one the socket was opened with expired. Reconnect with a fresh credential, not the same one.
+   */
+  UNAUTHORIZED: 4001,
+  /** A team named in the upgrade's `teams` is not the principal's (to a client that offered SUBPROTOCOL). */
+  FORBIDDEN: 4003,
   /** Too many invalid frames. */
   POLICY_VIOLATION: 1008,
   /** A frame larger than the server's limit (sent by the ws library itself). */

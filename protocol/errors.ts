@@ -187,10 +187,15 @@ export const CLOSE_CODES = {
     sentWhen: 'The server is shutting down or restarting. Reason `server shutting down`.',
     clientAction: 'Reconnect (another instance will take it) after a short random delay, and resume with `since`.'
   },
-  CREDENTIALS_EXPIRED: {
-    label: '(credentials expired)',
-    sentWhen: 'The credentials the socket was opened with expired (for the example\'s JWTs: the `exp` claim passed); checked at every heartbeat round, so up to `heartbeatMs` late. Reason `credentials expired`.',
-    clientAction: 'Get a fresh token, reconnect and resume with `since`: nothing is lost.'
+  UNAUTHORIZED: {
+    label: '(unauthorized)',
+    sentWhen: 'Right after the handshake, to a client that offered the `atlas.v1` subprotocol, when the upgrade carried no valid credential (where other clients get `401`); reason `unauthorized: ` and the 401 message. Or later, when the credentials the socket was opened with expired (for the example\'s JWTs: the `exp` claim passed), checked at every heartbeat round, so up to `heartbeatMs` late; reason `credentials expired`.',
+    clientAction: 'Get a fresh credential and reconnect, resuming with `since`: nothing is lost. Reconnecting with the same credential is refused again: stop and tell the user.'
+  },
+  FORBIDDEN: {
+    label: '(forbidden)',
+    sentWhen: 'Right after the handshake, to a client that offered the `atlas.v1` subprotocol, when a team in the upgrade\'s `teams` is not the principal\'s (where other clients get `403` `FORBIDDEN_TEAM`). Reason `forbidden_team: ` and the team id.',
+    clientAction: 'Reconnect without that team (the SDK puts only teams of the last `welcome` in the URL, so it meets this only after losing a team).'
   },
   POLICY_VIOLATION: {
     label: 'Policy Violation',
