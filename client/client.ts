@@ -1,23 +1,40 @@
 import { Backoff, type BackoffOptions } from './backoff.js'
-import { RealtimeConnection, type ConnectionState, type DisconnectInfo, type HeartbeatOptions, type ReconnectInfo } from './connection.js'
+import { RealtimeConnection, type CloseVerdict, type ConnectionState, type DisconnectInfo, type HeartbeatOptions, type ReconnectInfo } from './connection.js'
 import { Emitter } from './emitter.js'
-import { AtlasApiError, TaskApi, resolveToken, type TokenSource } from './http.js'
-import type { ResyncReason } from '../protocol/constants.js'
+import { AtlasApiError, TaskApi, refusedCredentialOf } from './http.js'
+import { Credential, type CredentialOptions } from './credentials.js'
+import { AtlasClientError } from './errors.js'
+import { CloseCode, ErrorCode, type ResyncReason } from '../protocol/constants.js'
 import type { ServerFrame, Task, TaskEvent } from '../protocol/schemas.js'
 import { isTaskEvent } from './frames.js'
 import type { WebSocketConstructor } from './socket.js'
 
-export interface AtlasClientOptions {
-  /** Origin (and prefix) of the HTTP API. Default in a browser: the page's origin. */
-  baseUrl?: string
-  /** The WebSocket endpoint. Default: `baseUrl` with ws(s):// and `/realtime` appended. */
+/**
+ * Credentials: `token` (a fixed bearer token), or `getToken` (asked before every connect and
+ * request, and again when the server refused one), or neither (nothing is sent: the server
+ * authenticates the request by a cookie or the like). The credential travels in an
+ * Authorization header where the WebSocket class can set one (the `ws` package in Node), else
+ * (browsers) as a `Sec-WebSocket-Protocol` entry; never in a URL.
+ */
+export interface AtlasClientOptions extends CredentialOptions {
+  /**
+   * The HTTP base of the API, prefix included (`https://atlas.example.com/api`); the socket is
+   * its `/realtime` with ws(s)://. A list: instances to fail over between, in order; every
+   * failed attempt and every dropped connection moves on to the next one. HTTP calls go to the
+   * instance the connection is on or, while it is away, the one it tries next.
+   * Default in a browser: the page's origin.
+   */
+  baseUrl?: string | string[]
+  /** The WebSocket endpoint when it is not `baseUrl` + `/realtime` (only with a single `baseUrl`). */
   realtimeUrl?: string
-  /** An access token, or a function returning a fresh one (asked before every connect and request). */
-  token: TokenSource
   /** Teams to follow from the start (more with `subscribe`). */
   teams?: string[]
-  /** WebSocket class (default: the global one, else the `ws` package, loaded lazily). */
+  /**
+   * WebSocket class. Default: in Node the `ws` package (loaded lazily), else the global one.
+   * See `WebSocketConstructor.supportsHeaders` for how the credential is sent with yours.
+   */
   WebSocket?: WebSocketConstructor
+  /** fetch to use for the HTTP calls (see `TaskApiOptions.fetch` for cookies across origins). */
   fetch?: typeof fetch
   /** Reconnect backoff; `random` is injectable for tests. */
   reconnect?: BackoffOptions
@@ -47,8 +64,24 @@ export interface AtlasClientEvents {
   snapshot: Snapshot
   disconnect: DisconnectInfo
   reconnect: ReconnectInfo
-  /** An error frame from the server, a refused team, or a failed list fetch (retried). */
+  /**
+   * An error frame from the server; `forbidden_team` (a team dropped: not the user's);
+   * `unauthorized` (the credential was refused: a fresh one is asked of `getToken`, else the
+   * client stops); `resync_failed` (a list fetch failed; retried).
+   */
   error: { code: string, message: string, teamId?: string }
+  /**
+   * The client stopped for good (until `connect()`): `unauthorized`, `retries_exhausted` or
+   * `closed`. Promises waiting on the connection are rejected with this error.
+   */
+  stopped: AtlasClientError
+}
+
+interface Target {
+  /** HTTP base, no trailing slash. */
+  http: string
+  /** The socket's URL, without query. */
+  ws: string
 }
 
 interface TeamState {
@@ -71,8 +104,19 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
   readonly api: TaskApi
   readonly #connection: RealtimeConnection
   readonly #teams = new Map<string, TeamState>()
-  readonly #realtimeUrl: string
-  readonly #token: TokenSource
+  readonly #targets: Target[]
+  /** Index in #targets of the instance in use, or tried next. */
+  #current = 0
+  readonly #credential: Credential
+  /** The credential the current socket attempt was opened with. */
+  #attemptToken: string | undefined
+  /** A credential fetched after a refusal, for the next attempt (so getToken is not asked twice). */
+  #fresh: { token: string | undefined } | undefined
+  /** Why the connection is being stopped, decided just before it says so. */
+  #stopping: AtlasClientError | undefined
+  #stoppedBy: AtlasClientError | undefined
+  /** An HTTP 401 being handled: further ones meanwhile are the same news. */
+  #httpRefusal: Promise<void> | undefined
   readonly #syncBackoff: BackoffOptions
   /** Teams the principal belongs to, from the last welcome; undefined before the first. */
   #allowed: Set<string> | undefined
@@ -84,15 +128,20 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
 
   constructor (options: AtlasClientOptions) {
     super()
-    const baseUrl = options.baseUrl ?? (globalThis as { location?: { origin: string } }).location?.origin
-    if (baseUrl === undefined) throw new Error('atlas client: baseUrl is required outside a browser')
-    this.#token = options.token
-    this.api = new TaskApi({ baseUrl, token: options.token, fetch: options.fetch })
-    this.#realtimeUrl = options.realtimeUrl ?? `${this.api.baseUrl.replace(/^http/, 'ws')}/realtime`
+    this.#credential = new Credential(options, 'atlas client')
+    this.#targets = targetsOf(options)
+    this.api = new TaskApi({
+      baseUrl: () => this.#targets[this.#current].http,
+      getToken: async () => await this.#credential.current(),
+      fetch: options.fetch,
+      onUnauthorized: (error) => { this.#onHttpUnauthorized(error) }
+    })
     this.#syncBackoff = { ...options.reconnect, maxAttempts: undefined }
     for (const teamId of options.teams ?? []) this.#track(teamId)
     this.#connection = new RealtimeConnection({
-      url: async () => await this.#url(),
+      url: () => this.#url(),
+      token: async () => await this.#tokenForAttempt(),
+      onClose: (info) => this.#onSocketClosed(info.code, info.reason),
       WebSocket: options.WebSocket,
       reconnect: options.reconnect,
       heartbeat: options.heartbeat,
@@ -100,7 +149,13 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
     })
     this.#connection.on('frame', (frame) => { this.#onFrame(frame) })
     this.#connection.on('state', (state) => { this.emit('state', state) })
-    this.#connection.on('disconnect', (info) => { this.emit('disconnect', info) })
+    this.#connection.on('disconnect', (info) => {
+      this.emit('disconnect', info)
+      if (info.willReconnect || !this.#active) return
+      const why = this.#stopping ?? new AtlasClientError('retries_exhausted',
+        `atlas client: gave up after ${options.reconnect?.maxAttempts ?? 0} reconnect attempts (last close ${info.code}${info.reason === '' ? '' : `: ${info.reason}`})`)
+      this.#finish(why)
+    })
     this.#connection.on('reconnect', (info) => { this.emit('reconnect', info) })
   }
 
@@ -111,12 +166,18 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
   get allowedTeams (): string[] | undefined { return this.#allowed === undefined ? undefined : [...this.#allowed] }
   /** Teams followed. */
   get teams (): string[] { return [...this.#teams.keys()] }
+  /** Why the client stopped (`close()`, a refused credential, exhausted retries); undefined while it runs or before it first did. */
+  get stoppedBy (): AtlasClientError | undefined { return this.#stoppedBy }
+  /** The HTTP base in use: the instance the connection is on, or the one it tries next. */
+  get baseUrl (): string { return this.#targets[this.#current].http }
 
   /** Last seq applied for a team (undefined before its first list). */
   lastSeq (teamId: string): number | undefined { return this.#teams.get(teamId)?.seq }
 
   connect (): this {
     this.#active = true
+    this.#stoppedBy = undefined
+    this.#stopping = undefined
     // Loads that `close()` interrupted start over, or their held events would wait forever.
     for (const [teamId, team] of this.#teams) {
       if (team.syncing) this.#sync(teamId, 'requested')
@@ -126,7 +187,10 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
   }
 
   close (): void {
+    const already = this.#stoppedBy !== undefined
     this.#active = false
+    this.#stoppedBy = new AtlasClientError('closed', 'atlas client: closed')
+    if (!already) this.emit('stopped', this.#stoppedBy)
     this.#connection.close()
   }
 
@@ -134,7 +198,7 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
   subscribe (teamId: string): void {
     if (this.#teams.has(teamId)) return
     if (this.#allowed !== undefined && !this.#allowed.has(teamId)) {
-      this.emit('error', { code: 'forbidden_team', message: `Not a member of team ${teamId}`, teamId })
+      this.#forbidden(teamId)
       return
     }
     this.#track(teamId)
@@ -155,21 +219,97 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
     this.#teams.set(teamId, { seq: undefined, syncing: false, syncGeneration: 0, held: [] })
   }
 
+  /** Drops a team the user is not a member of, and says so. */
+  #forbidden (teamId: string): void {
+    this.#teams.delete(teamId)
+    this.emit('error', { code: ErrorCode.FORBIDDEN_TEAM, message: `Not a member of team ${teamId}`, teamId })
+  }
+
+  /** Stops for good, until `connect()`: whatever waits on the connection is told why. */
+  #finish (error: AtlasClientError): void {
+    this.#active = false
+    this.#stopping = undefined
+    this.#stoppedBy = error
+    this.emit('stopped', error)
+  }
+
   /**
-   * The URL of the next attempt. Teams the server is known to allow go in `teams=` with their
-   * resume position in `since=`; others are subscribed by frame after `welcome`, so a team the
-   * principal lost can never make every upgrade fail with 403.
+   * The URL of the next attempt (no credential: that goes in a header or subprotocol). Teams the
+   * server is known to allow go in `teams=` with their resume position in `since=`; others are
+   * subscribed by frame after `welcome`, so a team the principal lost can never make every
+   * upgrade fail.
    */
-  async #url (): Promise<string> {
-    const token = await resolveToken(this.#token)
+  #url (): string {
     this.#inUrl = new Set([...this.#teams.keys()].filter((teamId) => this.#allowed?.has(teamId) === true))
     const since = [...this.#inUrl].flatMap((teamId) => {
       const seq = this.#teams.get(teamId)?.seq
       return seq === undefined ? [] : [`${teamId}:${seq}`]
     })
-    const params = new URLSearchParams({ access_token: token, teams: [...this.#inUrl].join(',') })
+    const params = new URLSearchParams({ teams: [...this.#inUrl].join(',') })
     if (since.length > 0) params.set('since', since.join(','))
-    return `${this.#realtimeUrl}?${params.toString()}`
+    return `${this.#targets[this.#current].ws}?${params.toString()}`
+  }
+
+  async #tokenForAttempt (): Promise<string | undefined> {
+    const fresh = this.#fresh
+    this.#fresh = undefined
+    const token = fresh !== undefined ? fresh.token : await this.#credential.current()
+    this.#attemptToken = token
+    return token
+  }
+
+  /** A socket closed (not by `close()`): move on to the next instance, and handle refusals. */
+  #onSocketClosed (code: number, reason: string): CloseVerdict | Promise<CloseVerdict> {
+    this.#current = (this.#current + 1) % this.#targets.length
+    if (code === CloseCode.FORBIDDEN) {
+      // `forbidden_team: <teamId>`. Whatever it names, the next welcome tells again which teams
+      // are ours; until then every team is subscribed by frame, so the next upgrade cannot fail the same way.
+      this.#allowed = undefined
+      const prefix = `${ErrorCode.FORBIDDEN_TEAM}: `
+      const teamId = reason.startsWith(prefix) ? reason.slice(prefix.length) : undefined
+      if (teamId !== undefined && this.#teams.has(teamId)) this.#forbidden(teamId)
+      return 'retry'
+    }
+    if (code === CloseCode.UNAUTHORIZED) return this.#refused(this.#attemptToken, reason === '' ? 'unauthorized' : reason)
+    return 'retry'
+  }
+
+  /**
+   * The server refused `refused` (4001 on the socket, 401 over HTTP). With `getToken`, a fresh
+   * credential is asked for and the next attempt uses it; with none, or when it is the same
+   * one, retrying cannot help: the client stops.
+   */
+  async #refused (refused: string | undefined, message: string): Promise<CloseVerdict> {
+    this.emit('error', { code: 'unauthorized', message })
+    const stop = (why: string): CloseVerdict => {
+      this.#stopping = new AtlasClientError('unauthorized', `atlas client: the credential was refused (${message}); ${why}`)
+      return 'stop'
+    }
+    if (!this.#credential.renewable) return stop(this.#attemptToken === undefined ? 'none was given (token or getToken)' : 'no getToken to ask for a fresh one')
+    let fresh: string | undefined
+    try {
+      fresh = await this.#credential.current()
+    } catch {
+      // getToken failed this time: the next attempt asks it again.
+      return 'retry'
+    }
+    if (fresh === refused) return stop('getToken returned the same one')
+    this.#fresh = { token: fresh }
+    return 'retry'
+  }
+
+  #onHttpUnauthorized (error: AtlasApiError): void {
+    if (this.#httpRefusal !== undefined) return
+    this.#httpRefusal = (async () => {
+      if (!this.#active) {
+        this.emit('error', { code: 'unauthorized', message: error.message })
+        return
+      }
+      const verdict = await this.#refused(refusedCredentialOf(error), error.message)
+      if (verdict === 'stop' && this.#active && !this.#connection.stop(CloseCode.UNAUTHORIZED, error.message)) {
+        this.#finish(this.#stopping ?? new AtlasClientError('unauthorized', error.message))
+      }
+    })().finally(() => { this.#httpRefusal = undefined })
   }
 
   #onFrame (frame: ServerFrame): void {
@@ -208,8 +348,7 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
     for (const [teamId, team] of this.#teams) {
       if (this.#inUrl.has(teamId)) continue
       if (!this.#allowed.has(teamId)) {
-        this.#teams.delete(teamId)
-        this.emit('error', { code: 'forbidden_team', message: `Not a member of team ${teamId}`, teamId })
+        this.#forbidden(teamId)
         continue
       }
       teamsByFrame.push(teamId)
@@ -271,12 +410,13 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
         } catch (err) {
           if (this.#teams.get(teamId) !== team || team.syncGeneration !== generation) return
           const status = err instanceof AtlasApiError ? err.status : 0
-          this.emit('error', { code: 'resync_failed', message: `Loading team ${teamId} failed: ${(err as Error).message}`, teamId })
-          // Lost membership: retrying cannot help. (A 401 can: the token source may refresh.)
+          // Lost membership: retrying cannot help.
           if (status === 403) {
-            this.#teams.delete(teamId)
+            this.#forbidden(teamId)
             return
           }
+          // A 401 was reported as `unauthorized` already: a fresh credential is on its way, or the client stops.
+          if (status !== 401) this.emit('error', { code: 'resync_failed', message: `Loading team ${teamId} failed: ${(err as Error).message}`, teamId })
           await new Promise((resolve) => setTimeout(resolve, backoff.next()))
           if (!this.#active) return
         }
@@ -284,4 +424,18 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
     }
     void run()
   }
+}
+
+function targetsOf (options: AtlasClientOptions): Target[] {
+  const given = options.baseUrl ?? (globalThis as { location?: { origin: string } }).location?.origin
+  if (given === undefined) throw new TypeError('atlas client: baseUrl is required outside a browser')
+  const bases = typeof given === 'string' ? [given] : [...given]
+  if (bases.length === 0 || !bases.every((base) => typeof base === 'string' && /^https?:\/\//i.test(base))) {
+    throw new TypeError('atlas client: baseUrl must be an http(s) URL or a non-empty list of them')
+  }
+  if (options.realtimeUrl !== undefined && bases.length > 1) throw new TypeError('atlas client: realtimeUrl goes with a single baseUrl; with a list, each socket is its baseUrl + /realtime')
+  return bases.map((base) => {
+    const http = base.replace(/\/+$/, '')
+    return { http, ws: options.realtimeUrl ?? `${http.replace(/^http/i, 'ws')}/realtime` }
+  })
 }

@@ -3,7 +3,7 @@ import { Emitter } from './emitter.js'
 import { CloseCode } from '../protocol/constants.js'
 import type { ClientFrame, ServerFrame } from '../protocol/schemas.js'
 import { parseServerFrame } from './frames.js'
-import { OPEN, resolveWebSocket, type WebSocketConstructor, type WebSocketLike } from './socket.js'
+import { OPEN, openSocket, resolveWebSocket, type WebSocketConstructor, type WebSocketLike } from './socket.js'
 
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed'
 
@@ -14,9 +14,22 @@ export interface HeartbeatOptions {
   timeoutMs?: number
 }
 
+/** What to do after a socket closed: try again after the backoff, or stop for good. */
+export type CloseVerdict = 'retry' | 'stop'
+
 export interface ConnectionOptions {
-  /** The URL of each attempt; asked again every time because the resume position moves. */
+  /** The URL of each attempt; asked again every time because the resume position moves. Never put a credential in it. */
   url: () => string | Promise<string>
+  /**
+   * The credential of each attempt (undefined: none), sent in an Authorization header where the
+   * WebSocket class can set one, else as a `Sec-WebSocket-Protocol` entry.
+   */
+  token?: () => string | undefined | Promise<string | undefined>
+  /**
+   * Asked after every close that `close()` did not cause, before `disconnect` is emitted:
+   * 'stop' ends the connection (a refused credential with no fresh one). Default: retry.
+   */
+  onClose?: (info: { code: number, reason: string }) => CloseVerdict | Promise<CloseVerdict>
   WebSocket?: WebSocketConstructor
   reconnect?: BackoffOptions
   heartbeat?: HeartbeatOptions
@@ -27,7 +40,10 @@ export interface ConnectionOptions {
 export interface DisconnectInfo {
   code: number
   reason: string
-  /** False when the client was closed or gave up after `reconnect.maxAttempts`. */
+  /**
+   * False when this is the end: the client gave up after `reconnect.maxAttempts`, or its
+   * credential was refused and no fresh one came.
+   */
   willReconnect: boolean
 }
 
@@ -90,6 +106,23 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
 
   /** Closes for good (until `connect` is called again); no reconnect follows. */
   close (): void {
+    this.#shutDown()
+    this.#setState('closed')
+  }
+
+  /**
+   * Stops for good like `close()`, but as a failure: a `disconnect` with `willReconnect: false`
+   * tells why. Returns false (and does nothing) when already stopped.
+   */
+  stop (code: number, reason: string): boolean {
+    if (this.#stopped) return false
+    this.#shutDown()
+    this.emit('disconnect', { code, reason, willReconnect: false })
+    this.#setState('closed')
+    return true
+  }
+
+  #shutDown (): void {
     this.#stopped = true
     clearTimeout(this.#retryTimer)
     const socket = this.#socket
@@ -98,7 +131,6 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
     if (socket !== undefined) {
       try { socket.close(CloseCode.NORMAL, 'client closed') } catch {}
     }
-    this.#setState('closed')
   }
 
   /** Sends a frame if a socket is open; returns whether it was sent. */
@@ -113,9 +145,9 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
     const generation = ++this.#generation
     let socket: WebSocketLike
     try {
-      const [WebSocketClass, url] = await Promise.all([resolveWebSocket(this.#options.WebSocket), this.#options.url()])
+      const [WebSocketClass, url, token] = await Promise.all([resolveWebSocket(this.#options.WebSocket), this.#options.url(), this.#options.token?.()])
       if (generation !== this.#generation) return
-      socket = new WebSocketClass(url)
+      socket = openSocket(WebSocketClass, url, token)
     } catch (err) {
       if (generation === this.#generation) this.#closed(generation, 1006, (err as Error)?.message ?? String(err))
       return
@@ -168,10 +200,28 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
 
   #closed (generation: number, code: number, reason: string): void {
     if (generation !== this.#generation) return
-    this.#generation++
+    const next = ++this.#generation
     this.#teardown()
     if (this.#stopped) return
-    const delayMs = this.#backoff.next()
+    let verdict: CloseVerdict | Promise<CloseVerdict>
+    try {
+      verdict = this.#options.onClose?.({ code, reason }) ?? 'retry'
+    } catch {
+      verdict = 'retry'
+    }
+    if (typeof verdict === 'string') {
+      this.#after(code, reason, verdict)
+      return
+    }
+    void verdict.catch(() => 'retry' as const).then((decided) => {
+      // close() or connect() happened meanwhile: that decided already.
+      if (next !== this.#generation || this.#stopped) return
+      this.#after(code, reason, decided)
+    })
+  }
+
+  #after (code: number, reason: string, verdict: CloseVerdict): void {
+    const delayMs = verdict === 'stop' ? undefined : this.#backoff.next()
     if (delayMs === undefined) {
       this.#stopped = true
       this.emit('disconnect', { code, reason, willReconnect: false })

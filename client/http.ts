@@ -1,13 +1,20 @@
 import type { Task, TaskInput, TaskPatch } from '../protocol/schemas.js'
+import { Credential, type CredentialOptions } from './credentials.js'
 
-export type TokenSource = string | (() => string | Promise<string>)
-
-export interface TaskApiOptions {
-  /** Origin (and prefix, if any) of the task routes, e.g. `https://atlas.example.com`. */
-  baseUrl: string
-  token: TokenSource
-  /** fetch to use (default the global one: browsers, Node 18+). */
+export interface TaskApiOptions extends CredentialOptions {
+  /**
+   * Origin (and prefix, if any) of the task routes, e.g. `https://atlas.example.com/api`; or a
+   * function asked before each request (AtlasClient passes one that follows its fail-over).
+   */
+  baseUrl: string | (() => string)
+  /**
+   * fetch to use (default the global one: browsers, Node 18+). Cookies: the default
+   * `credentials: 'same-origin'` sends them to the page's own origin; for a cross-origin API
+   * with cookie sessions pass `(url, init) => fetch(url, { ...init, credentials: 'include' })`.
+   */
   fetch?: typeof fetch
+  /** Called with every 401 answer (after which the call throws it). */
+  onUnauthorized?: (error: AtlasApiError) => void
 }
 
 /** A refused or failed HTTP call. `status` is 0 when no response arrived at all. */
@@ -46,24 +53,43 @@ export interface MutationResponse {
   replayed: boolean
 }
 
-export async function resolveToken (source: TokenSource): Promise<string> {
-  return typeof source === 'function' ? await source() : source
+/** The credential a 401 answered, kept off the error object so that logging the error never shows it. */
+const refused = new WeakMap<AtlasApiError, string | undefined>()
+
+/** The credential (undefined: none) that the call which threw this 401 sent. */
+export function refusedCredentialOf (error: AtlasApiError): string | undefined {
+  return refused.get(error)
 }
 
-/** The task routes over fetch: one method per route, errors as AtlasApiError. */
+/**
+ * The task routes over fetch: one method per route, errors as AtlasApiError. The credential
+ * goes in `Authorization: Bearer …` when there is one; with none, no Authorization header is
+ * sent at all (cookie sessions).
+ */
 export class TaskApi {
-  readonly baseUrl: string
-  readonly #token: TokenSource
+  readonly #baseUrl: () => string
+  readonly #credential: Credential
   readonly #fetch: typeof fetch
+  readonly #onUnauthorized: ((error: AtlasApiError) => void) | undefined
 
   constructor (options: TaskApiOptions) {
-    this.baseUrl = options.baseUrl.replace(/\/+$/, '')
-    this.#token = options.token
+    const { baseUrl } = options
+    if (typeof baseUrl === 'function') {
+      this.#baseUrl = () => trimBase(baseUrl())
+    } else {
+      const fixed = trimBase(baseUrl)
+      this.#baseUrl = () => fixed
+    }
+    this.#credential = new Credential(options, 'atlas TaskApi')
+    this.#onUnauthorized = options.onUnauthorized
     const f = options.fetch ?? globalThis.fetch
     if (typeof f !== 'function') throw new Error('atlas client: no fetch here; pass the fetch option')
     // Called unbound: some fetch implementations insist on `this` being the global object.
     this.#fetch = (input, init) => f(input, init)
   }
+
+  /** The base URL the next request goes to. */
+  get baseUrl (): string { return this.#baseUrl() }
 
   /**
    * All tasks of a team, page after page, and the seq of the FIRST page. Later pages are read
@@ -120,11 +146,13 @@ export class TaskApi {
   }
 
   async #call (method: string, path: string, body?: unknown, extraHeaders: Record<string, string> = {}, onResponse?: (r: Response) => void): Promise<unknown> {
-    const headers: Record<string, string> = { ...extraHeaders, authorization: `Bearer ${await resolveToken(this.#token)}` }
+    const headers: Record<string, string> = { ...extraHeaders }
+    const token = await this.#credential.current()
+    if (token !== undefined) headers.authorization = `Bearer ${token}`
     if (body !== undefined) headers['content-type'] = 'application/json'
     let response: Response
     try {
-      response = await this.#fetch(this.baseUrl + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
+      response = await this.#fetch(this.#baseUrl() + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
     } catch (err) {
       throw new AtlasApiError(`${method} ${path} failed: ${(err as Error)?.message ?? String(err)}`, 0, 'NETWORK_ERROR')
     }
@@ -133,14 +161,23 @@ export class TaskApi {
     let parsed: unknown
     try { parsed = text === '' ? undefined : JSON.parse(text) } catch { parsed = undefined }
     if (response.ok) return parsed
-    const error = (parsed ?? {}) as { code?: unknown, message?: unknown, task?: Task }
-    throw new AtlasApiError(
-      typeof error.message === 'string' ? error.message : `${method} ${path} answered ${response.status}`,
+    const answer = (parsed ?? {}) as { code?: unknown, message?: unknown, task?: Task }
+    const error = new AtlasApiError(
+      typeof answer.message === 'string' ? answer.message : `${method} ${path} answered ${response.status}`,
       response.status,
-      typeof error.code === 'string' ? error.code : `HTTP_${response.status}`,
-      error.task
+      typeof answer.code === 'string' ? answer.code : `HTTP_${response.status}`,
+      answer.task
     )
+    if (response.status === 401) {
+      refused.set(error, token)
+      this.#onUnauthorized?.(error)
+    }
+    throw error
   }
+}
+
+function trimBase (url: string): string {
+  return url.replace(/\/+$/, '')
 }
 
 function teamPath (teamId: string): string {

@@ -1,8 +1,9 @@
 import type { AtlasClient, Snapshot } from './client.js'
 import { Emitter } from './emitter.js'
+import { AtlasClientError } from './errors.js'
 import { AtlasApiError, type MutationResponse } from './http.js'
 import { newMutationId } from './ids.js'
-import { createdTaskFields } from '../protocol/constants.js'
+import { ErrorCode, createdTaskFields } from '../protocol/constants.js'
 import type { Task, TaskEvent, TaskInput, TaskPatch } from '../protocol/schemas.js'
 
 export type MutationKind = 'create' | 'update' | 'delete'
@@ -48,7 +49,7 @@ interface Pending {
   patch?: TaskPatch
   createdAt: string
   /** Set when the HTTP call succeeded: the server took the mutation. */
-  acked?: { taskId: string, version: number | undefined }
+  acked?: { taskId: string, version: number | undefined, task: Task | null }
   /** Acked before a list fetch started, so that list reflects it. */
   covered?: boolean
   settle: (outcome: MutationOutcome) => void
@@ -79,8 +80,10 @@ export class TaskStore extends Emitter<TaskStoreEvents> {
   #view: Task[] = []
   #seq = -1
   #ready = false
-  readonly #readyWaiters: Array<() => void> = []
+  readonly #readyWaiters: Array<{ resolve: () => void, reject: (error: AtlasClientError) => void }> = []
   readonly #unlisten: Array<() => void>
+  /** After `close()`: no event will come to confirm anything. */
+  #closed = false
 
   constructor (client: AtlasClient, teamId: string, options: TaskStoreOptions = {}) {
     super()
@@ -94,6 +97,13 @@ export class TaskStore extends Emitter<TaskStoreEvents> {
       client.on('resyncing', ({ teamId: id }) => {
         if (id !== teamId) return
         for (const pending of this.#pending) if (pending.acked !== undefined) pending.covered = true
+      }),
+      client.on('error', (error) => {
+        if (error.code === ErrorCode.FORBIDDEN_TEAM && error.teamId === teamId) this.#fail(new AtlasClientError('forbidden_team', error.message, teamId))
+      }),
+      client.on('stopped', (error) => {
+        this.#fail(error)
+        this.#settleFromAnswers()
       })
     ]
   }
@@ -114,17 +124,60 @@ export class TaskStore extends Emitter<TaskStoreEvents> {
     return this.#pending.some((p) => p.taskId === taskId || p.acked?.taskId === taskId)
   }
 
-  /** Follows the team through the client; resolves when its first list arrived. */
+  /**
+   * Follows the team through the client; resolves when its first list arrived. Rejects with an
+   * AtlasClientError: `forbidden_team` (not the user's team), or, when the client stops first
+   * (or had stopped), `unauthorized`, `retries_exhausted` or `closed` (also on this store's
+   * `close()`). Before the client's first `connect()` it waits for it.
+   */
   async start (): Promise<void> {
+    if (this.#closed) throw new AtlasClientError('closed', 'atlas store: closed')
+    const stopped = this.#client.stoppedBy
+    if (stopped !== undefined) throw new AtlasClientError(stopped.code, stopped.message, stopped.teamId)
+    // Waiting first: a refusal can be told synchronously, by subscribe itself.
+    const ready = this.#ready ? undefined : new Promise<void>((resolve, reject) => this.#readyWaiters.push({ resolve, reject }))
     if (this.#client.teams.includes(this.teamId)) this.#client.resync(this.teamId)
     else this.#client.subscribe(this.teamId)
-    if (this.#ready) return
-    await new Promise<void>((resolve) => this.#readyWaiters.push(resolve))
+    await ready
   }
 
-  /** Stops listening (the client keeps its subscription). */
+  /**
+   * Stops listening (the client keeps its subscription). A `start()` still waiting rejects
+   * (`closed`); mutations the server already took are confirmed from its answers.
+   */
   close (): void {
+    if (this.#closed) return
+    this.#closed = true
     for (const unlisten of this.#unlisten) unlisten()
+    this.#fail(new AtlasClientError('closed', 'atlas store: closed'))
+    this.#settleFromAnswers()
+  }
+
+  #fail (error: AtlasClientError): void {
+    for (const waiter of this.#readyWaiters.splice(0)) waiter.reject(error)
+  }
+
+  /** No event will confirm anything any more (the store or the client stopped). */
+  #halted (): boolean {
+    return this.#closed || this.#client.stoppedBy !== undefined
+  }
+
+  /**
+   * Confirms the mutations the server took from its own answers: their events will not reach
+   * this store, and without this their promises would never settle.
+   */
+  #settleFromAnswers (): void {
+    for (const pending of [...this.#pending]) {
+      const acked = pending.acked
+      if (acked === undefined) continue
+      if (pending.kind === 'delete') {
+        this.#confirmed.delete(acked.taskId)
+      } else if (acked.task !== null) {
+        const known = this.#confirmed.get(acked.task.id)
+        if (known === undefined || known.version < acked.task.version) this.#confirmed.set(acked.task.id, acked.task)
+      }
+      this.#confirm(pending)
+    }
   }
 
   async create (input: TaskInput): Promise<MutationOutcome> {
@@ -175,8 +228,9 @@ export class TaskStore extends Emitter<TaskStoreEvents> {
         const version = response.task?.version
         if (version !== undefined) this.#ackedVersion.set(taskId, Math.max(version, this.#ackedVersion.get(taskId) ?? 0))
         if (this.#pending.includes(pending)) {
-          pending.acked = { taskId, version }
-          this.#settleAcked()
+          pending.acked = { taskId, version, task: response.task }
+          if (this.#halted()) this.#settleFromAnswers()
+          else this.#settleAcked()
         }
       } catch (err) {
         this.#rollBack(pending, err)
@@ -200,7 +254,7 @@ export class TaskStore extends Emitter<TaskStoreEvents> {
     this.emit('snapshot', snapshot)
     if (!this.#ready) {
       this.#ready = true
-      for (const resolve of this.#readyWaiters.splice(0)) resolve()
+      for (const waiter of this.#readyWaiters.splice(0)) waiter.resolve()
     }
   }
 

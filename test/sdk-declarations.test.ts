@@ -60,7 +60,7 @@ t.test('a consumer compiles against atlas-realtime/client with DOM only: no Node
     'consumer.ts': [
       "import { AtlasClient, CloseCode, TaskStore, type ServerFrame, type Task, type TaskEvent } from 'atlas-realtime/client'",
       '',
-      "const client = new AtlasClient({ baseUrl: 'https://atlas.example', token: async () => 'token', teams: ['red'] })",
+      "const client = new AtlasClient({ baseUrl: 'https://atlas.example', getToken: async () => 'token', teams: ['red'], WebSocket })",
       "client.on('event', (event: TaskEvent) => { const seq: number = event.seq; void seq })",
       "const store = new TaskStore(client, 'red')",
       "store.on('change', (tasks: Task[]) => { const status: 'todo' | 'in_progress' | 'done' | undefined = tasks[0]?.status; void status })",

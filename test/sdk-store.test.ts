@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { AtlasClient, TaskStore, type MutationOutcome, type Task, type TaskEvent, type TokenSource } from '../client/index.js'
+import { AtlasClient, TaskStore, type MutationOutcome, type Task, type TaskEvent, type GetToken } from '../client/index.js'
 import { api, startInstance, tokenFor, type Instance } from './helpers/app.js'
 import { controlledWebSocket, nextEvent, until, type SocketControl } from './helpers/sdk.js'
 
@@ -17,7 +17,7 @@ interface Setup {
   alice: string
 }
 
-async function setup (t: Test, options: { token?: TokenSource, newMutationId?: () => string } = {}): Promise<Setup> {
+async function setup (t: Test, options: { getToken?: GetToken, newMutationId?: () => string } = {}): Promise<Setup> {
   const dir = t.testdir()
   const instance = await startInstance(t, { databasePath: `${dir}/atlas.db` })
   const [alice, bob] = await Promise.all([tokenFor('alice', ['red']), tokenFor('bob', ['red'])])
@@ -33,7 +33,7 @@ async function setup (t: Test, options: { token?: TokenSource, newMutationId?: (
     return await fetch(input, init)
   }
   const control = controlledWebSocket()
-  const client = new AtlasClient({ baseUrl: instance.baseUrl, token: options.token ?? alice, WebSocket: control.WebSocket, fetch: fetchSpy })
+  const client = new AtlasClient({ baseUrl: instance.baseUrl, ...(options.getToken !== undefined ? { getToken: options.getToken } : { token: alice }), WebSocket: control.WebSocket, fetch: fetchSpy })
   t.teardown(() => client.close())
   const events: TaskEvent[] = []
   client.on('event', (e) => events.push(e))
@@ -157,7 +157,7 @@ t.test('refusals roll back: 403 (membership lost), 400 (invalid), 409 (mutation 
   const blueToken = await tokenFor('alice', ['blue'])
   let token = redToken
   let fixedId: string | undefined
-  const s = await setup(t, { token: () => token, newMutationId: () => fixedId ?? `m-${Math.random().toString(36).slice(2)}` })
+  const s = await setup(t, { getToken: () => token, newMutationId: () => fixedId ?? `m-${Math.random().toString(36).slice(2)}` })
   const task = await seedTask(s, 'steady')
   const before = s.store.get(task.id)
 

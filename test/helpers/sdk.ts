@@ -1,5 +1,5 @@
 import WebSocket from 'ws'
-import type { WebSocketConstructor, WebSocketLike } from '../../client/index.js'
+import type { WebSocketConstructor, WebSocketLike, WebSocketUpgradeOptions } from '../../client/index.js'
 import { checkedServerFrame, protocolViolation } from './ws-client.js'
 
 /**
@@ -17,6 +17,8 @@ export interface SocketControl {
   drop: ((frame: Record<string, unknown>) => boolean) | undefined
   /** URL of every socket the SDK opened, in order. */
   readonly urls: string[]
+  /** What the SDK passed for every socket it opened, in order. */
+  readonly opened: Array<{ url: string, protocols: string | string[] | undefined, options: WebSocketUpgradeOptions | undefined }>
   /** Every frame that arrived on any socket (dropped or not), parsed. */
   readonly received: Array<Record<string, unknown>>
   /** The open sockets make the SDK hear nothing more (a dead link the server does not see). */
@@ -28,7 +30,12 @@ export interface SocketControl {
 // Port 1 on loopback: nothing listens there, so a connect is refused at once.
 const UNREACHABLE = 'ws://127.0.0.1:1/realtime'
 
-export function controlledWebSocket (): SocketControl {
+/**
+ * `supportsHeaders` (default true) is what the class tells the SDK: true, it takes
+ * `{ headers }` like the ws package (the Node path); false, only `(url, protocols)` like a
+ * browser's WebSocket, so the SDK sends the credential as a subprotocol entry.
+ */
+export function controlledWebSocket (options: { supportsHeaders?: boolean } = {}): SocketControl {
   const sockets = new Set<ControlledSocket>()
   const waiters = new Set<() => void>()
   const control: SocketControl = {
@@ -37,6 +44,7 @@ export function controlledWebSocket (): SocketControl {
     duplicate: false,
     drop: undefined,
     urls: [],
+    opened: [],
     received: [],
     deafen () { for (const socket of sockets) socket.deaf = true },
     async arrived (what, predicate, timeoutMs = 10_000) {
@@ -62,9 +70,14 @@ export function controlledWebSocket (): SocketControl {
     deaf = false
     readonly #ws: WebSocket
 
-    constructor (url: string) {
+    static readonly supportsHeaders = options.supportsHeaders ?? true
+
+    constructor (url: string, protocols?: string | string[], upgrade?: WebSocketUpgradeOptions) {
       control.urls.push(url)
-      this.#ws = new WebSocket(control.blocked ? UNREACHABLE : url)
+      control.opened.push({ url, protocols, options: upgrade })
+      // A browser-like class has no third argument: whatever the SDK put there is not sent.
+      const headers = ControlledSocket.supportsHeaders ? upgrade?.headers : undefined
+      this.#ws = new WebSocket(control.blocked ? UNREACHABLE : url, protocols, { headers })
       sockets.add(this)
       this.#ws.on('open', () => this.onopen?.({}))
       this.#ws.on('message', (data) => {
