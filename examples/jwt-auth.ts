@@ -34,7 +34,9 @@ export function jwtAuthenticator (secret: string, options: JwtAuthOptions = {}):
   // once, and the result reused until the token's own expiry.
   const verified = new Map<string, Principal>()
   return async (request) => {
-    const token = bearerToken(request)
+    // The Authorization header, or on an upgrade the browser's subprotocol entry or `access_token`
+    // (taken out of the request by atlas-credentials before anything logged it).
+    const token = accessTokenOf(request)
     if (token === undefined) return null
     const known = verified.get(token)
     if (known !== undefined) {
@@ -62,12 +64,6 @@ export function jwtAuthenticator (secret: string, options: JwtAuthOptions = {}):
 
 const VERIFIED_CACHE_SIZE = 10_000
 
-function bearerToken (request: FastifyRequest): string | undefined {
-  const header = request.headers.authorization
-  if (typeof header === 'string' && header.startsWith('Bearer ')) return header.slice(7).trim()
-  // Only an upgrade carries one: atlas-credentials took it out of the URL before anything logged it.
-  return accessTokenOf(request)
-}
 
 export async function signToken (secret: string, userId: string, teams: string[], expiresIn = '12h'): Promise<string> {
   return await new SignJWT({ teams })

@@ -5,7 +5,50 @@
  * credential is taken out of the URL once, before anything routes or logs it.
  */
 
+import type { IncomingMessage } from 'node:http'
+import { BEARER_SUBPROTOCOL_PREFIX } from '../protocol/constants.js'
+
 export const ACCESS_TOKEN_PARAMETER = 'access_token'
+
+const BEARER = /^Bearer +(\S+) *$/i
+
+/** The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1; the scheme's case does not matter). */
+export function bearerOf (authorization: string | undefined): string | undefined {
+  if (authorization === undefined) return undefined
+  return BEARER.exec(authorization)?.[1]
+}
+
+const PROTOCOL_HEADER = 'sec-websocket-protocol'
+
+/**
+ * Takes the `base64url.bearer.atlas.` entries out of an upgrade's `Sec-WebSocket-Protocol`
+ * header (and its raw headers), leaving the others in order, and returns the credential: the
+ * decoded value when there is exactly one such entry, undefined otherwise (two are ambiguous,
+ * as for the query parameter).
+ */
+export function takeSubprotocolToken (request: IncomingMessage): string | undefined {
+  const header = request.headers[PROTOCOL_HEADER]
+  if (header === undefined || !header.includes(BEARER_SUBPROTOCOL_PREFIX)) return undefined
+  const values: string[] = []
+  const kept: string[] = []
+  for (const entry of header.split(',')) {
+    const name = entry.trim()
+    if (name.startsWith(BEARER_SUBPROTOCOL_PREFIX)) values.push(name.slice(BEARER_SUBPROTOCOL_PREFIX.length))
+    else if (name !== '') kept.push(name)
+  }
+  const remaining = kept.join(', ')
+  if (remaining === '') delete request.headers[PROTOCOL_HEADER]
+  else request.headers[PROTOCOL_HEADER] = remaining
+  const raw = request.rawHeaders
+  for (let i = raw.length - 2; i >= 0; i -= 2) {
+    if (raw[i].toLowerCase() !== PROTOCOL_HEADER) continue
+    if (remaining === '') raw.splice(i, 2)
+    else raw[i + 1] = remaining
+  }
+  if (values.length !== 1 || values[0] === '' || !/^[A-Za-z0-9_-]+$/.test(values[0])) return undefined
+  const token = Buffer.from(values[0], 'base64url').toString('utf8')
+  return token === '' ? undefined : token
+}
 
 export interface TakenAccessToken {
   /** The URL with every `access_token` component gone from the query, and its value gone from the path. */

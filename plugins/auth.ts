@@ -5,7 +5,8 @@ import { isWellFormed } from '../lib/well-formed.js'
 import type { Principal } from '../lib/types.js'
 import { AuthRateLimitedError, ForbiddenTeamError, UnauthorizedError } from '../lib/errors.js'
 import { Type } from '@sinclair/typebox'
-import { func, group, integer, optionsChecker, type OptionsOf } from './options.js'
+import { func, group, integer, optionsChecker, string, type OptionsOf } from './options.js'
+import { HTTP_ERRORS } from '../protocol/errors.js'
 import { rateLimitHeaders, rateLimitRedisOption, registerRateLimit } from './rate-limit.js'
 import { sendError } from './send-error.js'
 
@@ -28,7 +29,23 @@ export const AtlasAuthOptionsSchema = group({
     description: 'Failed authentications (no credential, or refused) one client IP may make per `failedAuthWindowMs`; past it, that IP\'s requests needing a credential (HTTP and the upgrade) get `429` `AUTH_RATE_LIMITED` with `Retry-After` **without `authenticate` running**, until the window ends. Clients with valid tokens never fail, and a client whose token expired retries with backoff (a few attempts a minute), so 100 a minute is met only by guessing; it caps a guesser at 100 credentials a minute per address. `0`: no limit. Set Fastify\'s `trustProxy` behind a proxy, or all clients share the proxy\'s address.'
   })),
   failedAuthWindowMs: Type.Optional(integer({ default: 60_000, description: 'Window of `maxFailedAuthPerIp`, in ms (fixed, from the first failure).' })),
-  rateLimitRedis: rateLimitRedisOption('As for `atlasTaskRoutes`: failures counted across instances. Only failures touch Redis; the check before `authenticate` is in memory.')
+  rateLimitRedis: rateLimitRedisOption('As for `atlasTaskRoutes`: failures counted across instances. Only failures touch Redis; the check before `authenticate` is in memory.'),
+  unauthorizedMessage: Type.Optional(string({
+    pattern: /^[^\x00-\x1f\x7f]*$/,
+    default: HTTP_ERRORS.UNAUTHORIZED.message,
+    description: 'The `message` of the `401` `UNAUTHORIZED` body (and of close code 4001\'s reason): say what your clients must send, e.g. `\'An X-Api-Key header is required\'` or `\'Sign in first\'`.'
+  })),
+  wwwAuthenticate: Type.Optional(string({
+    allowEmpty: true,
+    // A header value: no control characters (CR/LF would split the response).
+    pattern: /^[^\x00-\x1f\x7f]*$/,
+    default: 'Bearer',
+    description: 'The `WWW-Authenticate` header of a `401` (RFC 9110 §11.6.1: a challenge for your scheme, e.g. `\'Bearer realm="atlas"\'` or `\'ApiKey\'`); `\'\'`: none (cookie sessions have no standard challenge).'
+  })),
+  forbiddenTeamMessage: Type.Optional(string({
+    default: HTTP_ERRORS.FORBIDDEN_TEAM.message.replace('%s', '{teamId}'),
+    description: 'The `message` of a `403` `FORBIDDEN_TEAM` body; `{teamId}` is replaced by the team\'s id.'
+  }))
 }, { $id: 'AtlasAuthOptions', description: 'Options of atlasAuth.' })
 
 export type AtlasAuthOptions = OptionsOf<typeof AtlasAuthOptionsSchema>
@@ -40,11 +57,25 @@ declare module 'fastify' {
      * too many failed authentications) and returns null.
      */
     atlasRequirePrincipal (request: FastifyRequest, reply: FastifyReply): Promise<Principal | null>
+    /**
+     * Resolves the request's principal (once per request) without answering: the refusal, with
+     * the headers it goes with, is returned for the caller to send or to tell another way.
+     */
+    atlasResolvePrincipal (request: FastifyRequest): Promise<PrincipalOrRefusal>
   }
   interface FastifyRequest {
     atlasPrincipal: Principal | null
   }
 }
+
+/** A principal, or why there is none: an error of the catalogue (401, or 429 for a blocked IP) and its headers. */
+export type PrincipalOrRefusal =
+  | { principal: Principal, refusal?: undefined }
+  | { principal?: undefined, refusal: { statusCode: number, code: string, message: string }, headers: Record<string, string> }
+
+/** The host's wording of the refusals, read by requireTeam wherever it is called. */
+const kReplies = Symbol('atlas.authReplies')
+interface Replies { forbiddenTeam: (teamId: string) => string }
 
 const NAME = 'atlas-auth'
 /** IPs remembered as blocked at once; the oldest is forgotten first (it only loses its block early). */
@@ -72,18 +103,22 @@ const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, rawOpti
   }
   const blockedUntil = new Map<string, number>()
 
-  const refuseBlocked = async (reply: FastifyReply, until: number): Promise<null> => {
+  const blockedRefusal = (until: number): PrincipalOrRefusal => {
     const retryAfter = Math.max(1, Math.ceil((until - Date.now()) / 1000))
-    await sendError(reply.headers(rateLimitHeaders(maxFailures, retryAfter)), new AuthRateLimitedError(retryAfter))
-    return null
+    return { refusal: new AuthRateLimitedError(retryAfter), headers: rateLimitHeaders(maxFailures, retryAfter) }
   }
+  const unauthorized: PrincipalOrRefusal = {
+    refusal: { statusCode: 401, code: new UnauthorizedError().code, message: options.unauthorizedMessage },
+    headers: options.wwwAuthenticate === '' ? {} : { 'www-authenticate': options.wwwAuthenticate }
+  }
+  const forbiddenTeam = options.forbiddenTeamMessage
+  const replies: Replies = { forbiddenTeam: (teamId) => forbiddenTeam.replaceAll('{teamId}', teamId) }
 
-  fastify.decorateRequest('atlasPrincipal', null)
-  fastify.decorate('atlasRequirePrincipal', async (request: FastifyRequest, reply: FastifyReply) => {
-    if (request.atlasPrincipal !== null) return request.atlasPrincipal
+  const resolvePrincipal = async (request: FastifyRequest): Promise<PrincipalOrRefusal> => {
+    if (request.atlasPrincipal !== null) return { principal: request.atlasPrincipal }
     const blocked = blockedUntil.get(request.ip)
     if (blocked !== undefined) {
-      if (blocked > Date.now()) return await refuseBlocked(reply, blocked)
+      if (blocked > Date.now()) return blockedRefusal(blocked)
       blockedUntil.delete(request.ip)
     }
     let principal: Principal | null | undefined
@@ -99,7 +134,7 @@ const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, rawOpti
       const problem = principalProblem(principal)
       if (problem === undefined) {
         request.atlasPrincipal = principal
-        return principal
+        return { principal }
       }
       // The principal's values are not logged: they may be whatever the credential carried.
       request.log.warn({ problem }, 'atlas: authenticate returned an invalid principal; answering 401')
@@ -110,10 +145,19 @@ const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, rawOpti
         const until = Date.now() + ttlMs
         if (blockedUntil.size >= MAX_BLOCKED_IPS) blockedUntil.delete(blockedUntil.keys().next().value as string)
         blockedUntil.set(request.ip, until)
-        return await refuseBlocked(reply, until)
+        return blockedRefusal(until)
       }
     }
-    await sendError(reply.header('www-authenticate', 'Bearer'), new UnauthorizedError())
+    return unauthorized
+  }
+
+  fastify.decorateRequest('atlasPrincipal', null)
+  fastify.decorate(kReplies, replies)
+  fastify.decorate('atlasResolvePrincipal', resolvePrincipal)
+  fastify.decorate('atlasRequirePrincipal', async (request: FastifyRequest, reply: FastifyReply) => {
+    const result = await resolvePrincipal(request)
+    if (result.principal !== undefined) return result.principal
+    await sendError(reply.headers(result.headers), result.refusal)
     return null
   })
 }
@@ -140,6 +184,13 @@ export default atlasAuth
 /** Answers 403 unless the principal belongs to `teamId`. Returns whether the request may go on. */
 export async function requireTeam (principal: Principal, teamId: string, reply: FastifyReply): Promise<boolean> {
   if (principal.teams.includes(teamId)) return true
-  await sendError(reply, new ForbiddenTeamError(teamId))
+  await sendError(reply, forbiddenTeamError(reply.server, teamId))
   return false
+}
+
+/** The 403 of a team the principal is not in, worded as the host set it (atlasAuth's `forbiddenTeamMessage`). */
+export function forbiddenTeamError (server: object, teamId: string): { statusCode: number, code: string, message: string } {
+  const error = new ForbiddenTeamError(teamId)
+  const replies = (server as { [kReplies]?: Replies })[kReplies]
+  return replies === undefined ? error : { statusCode: error.statusCode, code: error.code, message: replies.forbiddenTeam(teamId) }
 }

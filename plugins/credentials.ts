@@ -3,21 +3,28 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
-import { takeAccessToken } from '../lib/access-token.js'
+import { bearerOf, takeAccessToken, takeSubprotocolToken } from '../lib/access-token.js'
 
 const NAME = 'atlas-credentials'
-const kAccessToken = Symbol('atlas.accessToken')
+const kQueryToken = Symbol('atlas.queryToken')
+const kSubprotocolToken = Symbol('atlas.subprotocolToken')
 
-type CarriesToken = IncomingMessage & { [kAccessToken]?: string }
+type CarriesToken = IncomingMessage & { [kQueryToken]?: string, [kSubprotocolToken]?: string }
 
 /**
- * The `access_token` of the WebSocket upgrade this request is, taken out of its URL by the
- * atlas-credentials plugin; undefined on any other request (a token in the URL of a plain
- * HTTP request is no credential: it is dropped).
+ * The bearer credential of a request, from the first of these that carries one:
+ * 1. the `Authorization: Bearer …` header (any request);
+ * 2. the `Sec-WebSocket-Protocol` entry `base64url.bearer.atlas.…` (upgrades: how a browser,
+ *    which cannot set a header on a WebSocket, sends it);
+ * 3. the `access_token` query parameter (upgrades only: a token in the URL of a plain HTTP
+ *    request is no credential, it is dropped).
+ * The last two are taken out of the request by the atlas-credentials plugin before anything
+ * routes or logs it. undefined when none carries one: a cookie or an API key header is read by
+ * the host's own `authenticate`.
  */
 export function accessTokenOf (request: FastifyRequest | IncomingMessage): string | undefined {
-  const raw = 'raw' in request ? request.raw : request
-  return (raw as CarriesToken)[kAccessToken]
+  const raw = ('raw' in request ? request.raw : request) as CarriesToken
+  return bearerOf(raw.headers.authorization) ?? raw[kSubprotocolToken] ?? raw[kQueryToken]
 }
 
 /**
@@ -52,10 +59,15 @@ const credentialsPlugin: FastifyPluginAsync = async (fastify) => {
   // its own listener there: with no listener at all, Node serves an upgrade as a plain request
   // (handled above), and a lone listener of ours would leave it unanswered.
   const onUpgrade = (request: IncomingMessage, _socket: Duplex, _head: Buffer): void => {
-    if (request.url === undefined) return
-    const { url, token } = takeAccessToken(request.url)
-    request.url = url
-    if (token !== undefined) (request as CarriesToken)[kAccessToken] = token
+    if (request.url !== undefined) {
+      const { url, token } = takeAccessToken(request.url)
+      request.url = url
+      if (token !== undefined) (request as CarriesToken)[kQueryToken] = token
+    }
+    // The credential entry goes too: ws would otherwise be free to select (echo) it, and a host
+    // logging headers would log it.
+    const token = takeSubprotocolToken(request)
+    if (token !== undefined) (request as CarriesToken)[kSubprotocolToken] = token
   }
   fastify.addHook('onReady', async () => {
     if (fastify.server.listenerCount('upgrade') > 0) fastify.server.prependListener('upgrade', onUpgrade)

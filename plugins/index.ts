@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import fastifyWebsocket from '@fastify/websocket'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
-import { CloseCode } from '../protocol/constants.js'
+import { CloseCode, SUBPROTOCOL } from '../protocol/constants.js'
 import { Type } from '@sinclair/typebox'
 import { atlasAuth, AtlasAuthOptionsSchema, type AtlasAuthOptions, type Authenticate } from './auth.js'
 import { atlasBroker, AtlasBrokerOptionsSchema, type AtlasBrokerOptions } from './broker.js'
@@ -11,7 +11,7 @@ import { atlasRepository, AtlasRepositoryOptionsSchema, type AtlasRepositoryOpti
 import { atlasTaskRoutes, AtlasTaskRoutesOptionsSchema, type AtlasTaskRoutesOptions } from './task-routes.js'
 import { atlasUpgradeGuard } from './upgrade-guard.js'
 import { atlasWebSocket, AtlasWebSocketOptionsSchema, RECOMMENDED_MAX_PAYLOAD, type AtlasWebSocketOptions } from './websocket.js'
-import { group, handedOn, integer, optionError, optionsChecker, type OptionsOf } from './options.js'
+import { group, handedOn, integer, optionError, optionsChecker, string, type OptionsOf } from './options.js'
 
 /** The umbrella's own option of the WebSocket group (the others are atlasWebSocket's). */
 const WebSocketExtrasSchema = group({
@@ -23,6 +23,11 @@ const WebSocketExtrasSchema = group({
 })
 
 export const AtlasRealtimeOptionsSchema = group({
+  prefix: Type.Optional(string({
+    pattern: /^\/.*[^/]$/,
+    defaultText: 'none',
+    description: 'Fastify\'s own register option, honoured: the task routes and the WebSocket endpoint go under it (`\'/api\'` gives `/api/teams/:teamId/tasks` and `/api/realtime`; `websocket.path` and `routes.prefix` are then relative to it). Clients are given `https://host/api` as their one base URL.'
+  })),
   authenticate: handedOn(AtlasAuthOptionsSchema.properties.authenticate, { description: '`(request) => { userId, teams } | null | undefined`, sync or async; see [`atlasAuth`](#atlasauth).' }),
   database: handedOn(AtlasRepositoryOptionsSchema, { description: 'Options of [`atlasRepository`](#atlasrepository).' }),
   broker: Type.Optional(handedOn(AtlasBrokerOptionsSchema, { default: {}, description: 'Options of [`atlasBroker`](#atlasbroker); no `redis`: in-process broker.' })),
@@ -60,8 +65,12 @@ const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fas
   if (typeof rawOptions.auth === 'object' && rawOptions.auth !== null && Object.hasOwn(rawOptions.auth, 'authenticate')) {
     throw optionError(NAME, 'option auth.authenticate is not an option: give authenticate at the top level')
   }
-  const { maxPayload: givenMaxPayload, ...websocket } = options.websocket as Record<string, unknown>
+  const { maxPayload: givenMaxPayload, ...websocket } = options.websocket as AtlasWebSocketOptions & { maxPayload?: number }
   const { maxPayload } = checkWebSocketExtras({ maxPayload: givenMaxPayload })
+  // An fp plugin is not encapsulated, so Fastify applies no prefix to it: the umbrella does.
+  const prefix = options.prefix ?? ''
+  websocket.path = `${prefix}${websocket.path ?? '/realtime'}`
+  const routes = options.routes === false ? false : { ...options.routes, prefix: `${prefix}${options.routes?.prefix ?? ''}` || undefined }
   // First: they act on every request and every route declared after them.
   await fastify.register(atlasCredentials)
   await fastify.register(atlasUpgradeGuard)
@@ -72,10 +81,21 @@ const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fas
   const rateLimitRedis = options.broker.redis
   await fastify.register(atlasAuth, { rateLimitRedis, ...options.auth, authenticate: options.authenticate })
   if (!fastify.hasDecorator('websocketServer')) {
-    await fastify.register(fastifyWebsocket, { options: { maxPayload }, preClose: atlasWebSocketPreClose })
+    await fastify.register(fastifyWebsocket, { options: { maxPayload, handleProtocols: atlasHandleProtocols }, preClose: atlasWebSocketPreClose })
   }
-  await fastify.register(atlasWebSocket, websocket as AtlasWebSocketOptions)
-  if (options.routes !== false) await fastify.register(atlasTaskRoutes, { rateLimitRedis, ...options.routes })
+  await fastify.register(atlasWebSocket, websocket)
+  if (routes !== false) await fastify.register(atlasTaskRoutes, { rateLimitRedis, ...routes })
+}
+
+/**
+ * Selects the protocol's subprotocol (`atlas.v1`) when the client offers it, else the client's
+ * first, as ws does by default (a browser that offered any fails a handshake that selects none).
+ * Pass it in `options.handleProtocols` when you register @fastify/websocket yourself.
+ */
+export function atlasHandleProtocols (protocols: Set<string>): string | false {
+  if (protocols.has(SUBPROTOCOL)) return SUBPROTOCOL
+  const first = protocols.values().next()
+  return first.done === true ? false : first.value
 }
 
 /**
@@ -95,3 +115,7 @@ export { atlasAuth, atlasBroker, atlasCredentials, atlasHub, atlasRepository, at
 export type { Authenticate, AtlasAuthOptions, AtlasBrokerOptions, AtlasHubOptions, AtlasRepositoryOptions, AtlasTaskRoutesOptions, AtlasWebSocketOptions }
 export { MUTATION_ID_HEADER, etagOf, parseIfMatch } from './task-routes.js'
 export * from '../lib/index.js'
+export { atlasClientAssets, AtlasClientAssetsOptionsSchema, type AtlasClientAssetsOptions } from './client-assets.js'
+// @fastify/websocket's additions to Fastify's types (`request.ws`, routes' `websocket: true`) come
+// with this package's types: an integrator's `authenticate` reading request.ws type-checks as is.
+export type {} from '@fastify/websocket'

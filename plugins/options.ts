@@ -40,13 +40,13 @@ export function integer ({ allowZero = false, ...doc }: Doc & { default?: number
   }), doc)
 }
 
-export function string (doc: Doc & { default: string, pattern?: RegExp }): WithDefault<ReturnType<typeof Type.String>>
-export function string (doc: Doc & { pattern?: RegExp }): ReturnType<typeof Type.String>
-export function string ({ pattern, ...doc }: Doc & { default?: string, pattern?: RegExp }): ReturnType<typeof Type.String> {
+export function string (doc: Doc & { default: string, pattern?: RegExp, allowEmpty?: boolean }): WithDefault<ReturnType<typeof Type.String>>
+export function string (doc: Doc & { pattern?: RegExp, allowEmpty?: boolean }): ReturnType<typeof Type.String>
+export function string ({ pattern, allowEmpty = false, ...doc }: Doc & { default?: string, pattern?: RegExp, allowEmpty?: boolean }): ReturnType<typeof Type.String> {
   return withDoc(Type.String({
-    minLength: 1,
+    ...(allowEmpty ? {} : { minLength: 1 }),
     ...(pattern === undefined ? {} : { pattern: pattern.source }),
-    expected: `a non-empty string${pattern === undefined ? '' : ` matching ${String(pattern)}`}`
+    expected: `a${allowEmpty ? '' : ' non-empty'} string${pattern === undefined ? '' : ` matching ${String(pattern)}`}`
   }), doc)
 }
 

@@ -3,7 +3,8 @@ import type { FastifyPluginAsync } from 'fastify'
 import { ForbiddenOriginError, InvalidQueryError, ServerFullError, TooManyConnectionsError } from '../lib/errors.js'
 import { parseConnectQuery } from '../lib/frame-parser.js'
 import { RealtimeServer } from '../lib/realtime-server.js'
-import { requireTeam } from './auth.js'
+import { forbiddenTeamError } from './auth.js'
+import { CloseCode, SUBPROTOCOL } from '../protocol/constants.js'
 import { sendError } from './send-error.js'
 import { Type } from '@sinclair/typebox'
 import { group, integer, optionError, optionsChecker, string, stringList, type OptionsOf } from './options.js'
@@ -89,6 +90,8 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
 
   // What preValidation parsed, handed to the socket handler without parsing twice.
   const connectQueries = new WeakMap<object, { teams: string[] | undefined, since: Map<string, number> }>()
+  // Refusals told by close code, for the socket handler.
+  const refusals = new WeakMap<object, { code: number, reason: string }>()
 
   fastify.get(path, {
     websocket: true,
@@ -101,12 +104,27 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
       if (realtime.refusal() !== undefined) {
         return await sendError(reply.header('retry-after', retryAfter), new ServerFullError())
       }
-      const principal = await fastify.atlasRequirePrincipal(request, reply)
-      if (principal === null) return reply
+      const resolved = await fastify.atlasResolvePrincipal(request)
+      // A browser sees a refused upgrade only as 1006: a client that speaks the protocol gets
+      // the refusal as a close code after the handshake, so it can stop retrying a bad credential.
+      const tellByClose = offersSubprotocol(request.headers['sec-websocket-protocol'])
+      if (resolved.principal === undefined) {
+        if (tellByClose && resolved.refusal.statusCode === 401) {
+          refusals.set(request, { code: CloseCode.UNAUTHORIZED, reason: `unauthorized: ${resolved.refusal.message}` })
+          return
+        }
+        return await sendError(reply.headers(resolved.headers), resolved.refusal)
+      }
+      const principal = resolved.principal
       const query = parseConnectQuery(request.query as Record<string, unknown>)
       if (!query.ok) return await sendError(reply, new InvalidQueryError(query.message))
-      for (const teamId of query.teams ?? []) {
-        if (!await requireTeam(principal, teamId, reply)) return reply
+      const foreign = query.teams?.find((teamId) => !principal.teams.includes(teamId))
+      if (foreign !== undefined) {
+        if (tellByClose) {
+          refusals.set(request, { code: CloseCode.FORBIDDEN, reason: `forbidden_team: ${foreign}` })
+          return
+        }
+        return await sendError(reply, forbiddenTeamError(fastify, foreign))
       }
       if (realtime.refusal(principal) !== undefined) {
         return await sendError(reply.header('retry-after', retryAfter), new TooManyConnectionsError(limits.maxConnectionsPerUser))
@@ -121,11 +139,26 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
     // Its per-socket 'error' listener closes over request and reply for the same reason; the
     // ClientConnection attaches its own right away.
     socket.removeAllListeners('error')
+    const refusal = refusals.get(request)
+    if (refusal !== undefined) return socket.close(refusal.code, closeReason(refusal.reason))
     const principal = request.atlasPrincipal
     const query = connectQueries.get(request)
     if (principal === null || query === undefined) return socket.terminate()
     realtime.accept(socket, principal, query.teams ?? principal.teams, query.since)
   })
+}
+
+/** Whether the upgrade offers the protocol's subprotocol (a client that understands its close codes). */
+function offersSubprotocol (header: string | undefined): boolean {
+  return header !== undefined && header.split(',').some((entry) => entry.trim() === SUBPROTOCOL)
+}
+
+/** A close reason fits in 123 bytes of UTF-8 (RFC 6455 §5.5); a longer host message is cut at a character. */
+function closeReason (reason: string): string {
+  if (Buffer.byteLength(reason) <= 123) return reason
+  let cut = reason.slice(0, 123)
+  while (Buffer.byteLength(cut) > 120) cut = cut.slice(0, -1)
+  return `${cut.replace(/[\uD800-\uDBFF]$/, '')}…`
 }
 
 /**

@@ -62,14 +62,14 @@ export const HTTP_ERRORS = {
   UNAUTHORIZED: {
     statusCode: 401,
     message: 'A valid access token is required',
-    cause: 'No valid credential (`WWW-Authenticate: Bearer`).',
-    upgrade: 'No credential, or the host\'s `authenticate` rejected it. Carries `WWW-Authenticate: Bearer`.'
+    cause: 'No valid credential. Carries `WWW-Authenticate: Bearer` (the host may word the message and the challenge).',
+    upgrade: 'No credential, or the host\'s `authenticate` rejected it. Carries `WWW-Authenticate: Bearer` (or the host\'s challenge). A client that offered `atlas.v1` gets close code 4001 instead.'
   },
   FORBIDDEN_TEAM: {
     statusCode: 403,
     message: 'Not a member of team %s',
     cause: 'The principal is not a member of the team.',
-    upgrade: '`teams` names a team the principal does not belong to.'
+    upgrade: '`teams` names a team the principal does not belong to. A client that offered `atlas.v1` gets close code 4003 instead.'
   },
   FORBIDDEN_ORIGIN: {
     statusCode: 403,
