@@ -169,3 +169,28 @@ t.test('an optimistic edit the server refuses (stale If-Match) is rolled back on
   await waitForBoard(alice.page, await serverBoard(instance))
   noPageErrors(t, alice)
 })
+
+t.test('the page\'s token travels as a subprotocol entry, never in the URL; a refused one takes the page back to sign-in', async (t) => {
+  const instance = await server(t)
+  const upgrades: Array<{ url: string, protocols: string }> = []
+  // Before atlas-credentials takes the entry out of the request.
+  instance.app.server.prependListener('upgrade', (request: import('node:http').IncomingMessage) => {
+    upgrades.push({ url: request.url ?? '', protocols: String(request.headers['sec-websocket-protocol']) })
+  })
+  const token = await tokenFor('alice', ['red'])
+  const alice = await openBoard(t, browser, `${instance.baseUrl}/#token=${token}`)
+  await waitForState(alice.page, 'open')
+  t.equal(upgrades.length, 1)
+  t.notOk(upgrades[0].url.includes(token) || upgrades[0].url.includes('access_token'), 'no credential in the URL')
+  const [protocol, entry] = upgrades[0].protocols.split(',').map((s) => s.trim())
+  t.equal(protocol, 'atlas.v1')
+  t.equal(Buffer.from(entry.replace(/^base64url\.bearer\.atlas\./, ''), 'base64url').toString(), token, 'the token, base64url-encoded')
+
+  // A token the server refuses: 4001 after the handshake, so the page knows at once (no retry loop).
+  const before = upgrades.length
+  const mallory = await openBoard(t, browser, `${instance.baseUrl}/#token=not-a-valid-token`)
+  await mallory.page.locator('#sign-in-error', { hasText: 'That access token was refused' }).waitFor()
+  t.equal(await mallory.page.locator('#board-view').isHidden(), true, 'back to sign-in')
+  t.equal(upgrades.length, before + 1, 'one attempt')
+  noPageErrors(t, alice, mallory)
+})

@@ -67,26 +67,20 @@ async function showSignIn (message) {
 
 function openBoard (token) {
   $('board-view').hidden = false
+  // The SDK sends the token as a Sec-WebSocket-Protocol entry (a browser cannot set headers on
+  // a WebSocket) and in the Authorization header of its HTTP calls; never in a URL.
   client = new AtlasClient({ token })
   client.on('state', showState)
   client.on('welcome', onWelcome)
   client.on('error', (error) => {
     // A failed list load is retried on its own; the connection badge already says we are away.
-    if (error.code !== 'resync_failed') notice(error.message, 'error')
+    // A refused token stops the client: `stopped` below takes the user back to sign-in.
+    if (error.code !== 'resync_failed' && error.code !== 'unauthorized') notice(error.message, 'error')
   })
-  // Browsers hide why an upgrade failed; one HTTP call tells a refused token from an outage.
-  let probed = false
-  client.on('disconnect', async () => {
-    if (probed || client.userId !== undefined) return
-    probed = true
-    try {
-      const response = await fetch('/teams/_/tasks', { headers: { authorization: `Bearer ${token}` } })
-      if (response.status === 401) {
-        client.close()
-        $('board-view').hidden = true
-        showSignIn('That access token was refused. Pick a demo user or paste another token.')
-      }
-    } catch {}
+  client.on('stopped', (reason) => {
+    if (reason.code !== 'unauthorized') return
+    $('board-view').hidden = true
+    showSignIn('That access token was refused. Pick a demo user or paste another token.')
   })
   showState(client.state)
   client.connect()
@@ -134,7 +128,8 @@ function onWelcome ({ userId, teams }) {
     const what = outcome.kind === 'create' ? 'New task' : `Your change to “${title}”`
     notice(`${what} was undone: ${outcome.reason}.`, 'warn')
   })
-  store.start()
+  // Rejects when the team is refused or the client stops: both are told by the handlers above.
+  store.start().catch(() => {})
 }
 
 function showState (state) {
