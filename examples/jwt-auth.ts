@@ -18,14 +18,25 @@ export const MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600
 
 /**
  * The example's authenticate: HS256 JWTs with claims `sub` (user id) and `teams` (team ids),
- * from `Authorization: Bearer …`, or on the WebSocket upgrade from `?access_token=…` because
- * browsers cannot set headers on a WebSocket.
+ * wherever `accessTokenOf` finds one: `Authorization: Bearer …`, or on the WebSocket upgrade the
+ * browser's subprotocol entry or `?access_token=…`.
+ */
+export function jwtAuthenticator (secret: string, options: JwtAuthOptions = {}): (request: FastifyRequest) => Promise<Principal | null> {
+  const verify = jwtVerifier(secret, options)
+  return async (request) => {
+    const token = accessTokenOf(request)
+    return token === undefined ? null : await verify(token)
+  }
+}
+
+/**
+ * The same check of a bare token: the example's `authenticateToken`, for `refresh` frames.
  *
  * A token is refused (null) unless it carries `exp`, lives at most `maxLifetimeSeconds`, has a
  * non-empty `sub` and only team ids of the protocol's pattern: a token that never expires
  * cannot be taken back, and team ids end up in Redis channel names.
  */
-export function jwtAuthenticator (secret: string, options: JwtAuthOptions = {}): (request: FastifyRequest) => Promise<Principal | null> {
+export function jwtVerifier (secret: string, options: JwtAuthOptions = {}): (token: string) => Promise<Principal | null> {
   const maxLifetime = options.maxLifetimeSeconds ?? MAX_TOKEN_LIFETIME_SECONDS
   if (!Number.isSafeInteger(maxLifetime) || maxLifetime <= 0) throw new TypeError(`jwtAuthenticator: maxLifetimeSeconds must be a positive integer (got ${maxLifetime})`)
   // Imported once: given raw bytes, jose imports the HMAC key again on every verify.
@@ -33,11 +44,7 @@ export function jwtAuthenticator (secret: string, options: JwtAuthOptions = {}):
   // A client sends the same token on every request until it expires: its signature is checked
   // once, and the result reused until the token's own expiry.
   const verified = new Map<string, Principal>()
-  return async (request) => {
-    // The Authorization header, or on an upgrade the browser's subprotocol entry or `access_token`
-    // (taken out of the request by atlas-credentials before anything logged it).
-    const token = accessTokenOf(request)
-    if (token === undefined) return null
+  return async (token) => {
     const known = verified.get(token)
     if (known !== undefined) {
       if ((known.expiresAt ?? Infinity) > Date.now()) return known

@@ -21,9 +21,22 @@ export interface ClientConnectionOptions {
   frameBurst: number
   /** Bytes of replayed events per minute per user; a resume beyond it is told to resync. */
   replayBytesPerMinute: number
+  /** `refresh` frames a connection may send per minute (a token bucket of this size). */
+  maxRefreshesPerMinute: number
 }
 
+/**
+ * Checks a bare credential (a `refresh` frame's): the principal it stands for, or null when it
+ * is refused. Never rejects. Undefined: the host gave none, and `refresh` is unsupported.
+ */
+export type CheckToken = (token: string) => Promise<Principal | null>
+
 const TEXT = { binary: false } as const
+
+/** The `expiresAt` member of welcome and refreshed: present only when the principal has one. */
+function expiry (expiresAt: number | undefined): { expiresAt?: number } {
+  return expiresAt === undefined ? {} : { expiresAt: Math.floor(expiresAt) }
+}
 const OPEN = 1
 
 /**
@@ -36,8 +49,13 @@ export class ClientConnection implements HubClient {
   readonly #hub: Hub
   readonly #options: ClientConnectionOptions
   readonly #teams = new Set<string>()
-  readonly #allowed: ReadonlySet<string>
+  #principal: Principal
+  #allowed: Set<string>
   readonly #frames: TokenBucket
+  readonly #refreshes: TokenBucket
+  readonly #checkToken: CheckToken | undefined
+  /** Refreshes are applied in the order their frames came, however long each check takes. */
+  #refreshed: Promise<void> = Promise.resolve()
   /** The user's replay budget, shared by all of the user's connections on this instance. */
   readonly #replayBytes: TokenBucket
   #invalidFrames = 0
@@ -48,12 +66,15 @@ export class ClientConnection implements HubClient {
   /** Set by the heartbeat each round, cleared by a pong. */
   awaitingPong = false
 
-  constructor (socket: WebSocket, readonly principal: Principal, hub: Hub, options: ClientConnectionOptions, replayBudget: TokenBucket) {
+  constructor (socket: WebSocket, principal: Principal, hub: Hub, options: ClientConnectionOptions, replayBudget: TokenBucket, checkToken?: CheckToken) {
     this.#socket = socket
     this.#hub = hub
     this.#options = options
+    this.#principal = principal
     this.#allowed = new Set(principal.teams)
     this.#frames = new TokenBucket(options.frameBurst, options.maxFramesPerSecond)
+    this.#refreshes = new TokenBucket(options.maxRefreshesPerMinute, options.maxRefreshesPerMinute / 60)
+    this.#checkToken = checkToken
     this.#replayBytes = replayBudget
     // Attached before anything awaits, so no early frame is missed.
     socket.on('message', this.#onMessage)
@@ -66,11 +87,14 @@ export class ClientConnection implements HubClient {
   }
 
   get closed (): boolean { return this.#closed }
+  /** Who the connection is for: the upgrade's principal, or the last accepted refresh's. */
+  get principal (): Principal { return this.#principal }
   wants (teamId: string): boolean { return this.#teams.has(teamId) }
 
   /** Greets the client and subscribes it to `teams`, resuming each from `since` where given. */
   start (teams: readonly string[], since: ReadonlyMap<string, number>): void {
-    this.sendControl({ type: 'welcome', protocol: PROTOCOL_VERSION, userId: this.principal.userId, teams: [...this.principal.teams], heartbeatMs: this.#options.heartbeatMs })
+    const { userId, teams: allowed, expiresAt } = this.#principal
+    this.sendControl({ type: 'welcome', protocol: PROTOCOL_VERSION, userId, teams: [...allowed], heartbeatMs: this.#options.heartbeatMs, ...expiry(expiresAt) })
     this.#subscribe(teams, since)
   }
 
@@ -119,6 +143,16 @@ export class ClientConnection implements HubClient {
     this.awaitingPong = true
     if (this.#socket.readyState === OPEN) this.#socket.ping()
     return true
+  }
+
+  /**
+   * The principal lost a team (the host revoked the membership): its subscription ends with
+   * `unsubscribed` reason `revoked`, and subscribing to it again is refused.
+   */
+  revokeTeam (teamId: string): void {
+    if (!this.#allowed.delete(teamId)) return
+    this.#principal = { ...this.#principal, teams: [...this.#allowed] }
+    this.#endRevoked(teamId)
   }
 
   close (code: number, reason: string): void {
@@ -174,7 +208,46 @@ export class ClientConnection implements HubClient {
       case 'ping':
         this.sendControl(frame.id === undefined ? { type: 'pong' } : { type: 'pong', id: frame.id })
         break
+      case 'refresh':
+        this.#refresh(frame.token)
+        break
     }
+  }
+
+  #refresh (token: string): void {
+    if (!this.#refreshes.take()) {
+      this.#invalid(ErrorCode.RATE_LIMITED, `Too many refresh frames: at most ${this.#options.maxRefreshesPerMinute} per minute`)
+      return
+    }
+    const checkToken = this.#checkToken
+    if (checkToken === undefined) {
+      this.#error(ErrorCode.REFRESH_UNSUPPORTED, 'This server cannot refresh a credential on an open socket: reconnect with the new one')
+      return
+    }
+    // Checked at once (concurrently with other frames), applied in frame order.
+    const checked = checkToken(token)
+    this.#refreshed = this.#refreshed.then(async () => { this.#applyRefresh(await checked) })
+  }
+
+  #applyRefresh (principal: Principal | null): void {
+    if (this.#closed || this.#socket.readyState !== OPEN) return
+    // A credential for someone else is no refresh of this one: the socket's events are its user's.
+    if (principal === null || principal.userId !== this.#principal.userId) {
+      this.close(CloseCode.UNAUTHORIZED, 'unauthorized: refresh refused')
+      return
+    }
+    this.#principal = principal
+    this.#allowed = new Set(principal.teams)
+    for (const teamId of [...this.#teams]) {
+      if (!this.#allowed.has(teamId)) this.#endRevoked(teamId)
+    }
+    this.sendControl({ type: 'refreshed', teams: [...principal.teams], ...expiry(principal.expiresAt) })
+  }
+
+  #endRevoked (teamId: string): void {
+    if (!this.#teams.delete(teamId)) return
+    this.#hub.leave(this, teamId)
+    this.sendControl({ type: 'unsubscribed', teamId, reason: 'revoked' })
   }
 
   #error (code: ErrorCode, message: string): void {

@@ -5,7 +5,8 @@ import { clientFrameSchemas, type ClientFrame } from '../protocol/schemas.js'
 const clientFrameCheckers = {
   subscribe: TypeCompiler.Compile(clientFrameSchemas.subscribe),
   unsubscribe: TypeCompiler.Compile(clientFrameSchemas.unsubscribe),
-  ping: TypeCompiler.Compile(clientFrameSchemas.ping)
+  ping: TypeCompiler.Compile(clientFrameSchemas.ping),
+  refresh: TypeCompiler.Compile(clientFrameSchemas.refresh)
 }
 
 export type ParsedFrame =

@@ -1,5 +1,5 @@
 import type { WebSocket } from 'ws'
-import { ClientConnection, type ClientConnectionOptions } from './client-connection.js'
+import { ClientConnection, type CheckToken, type ClientConnectionOptions } from './client-connection.js'
 import type { Hub } from './hub.js'
 import { CloseCode } from '../protocol/constants.js'
 import { TokenBucket } from './token-bucket.js'
@@ -12,6 +12,8 @@ export interface RealtimeServerOptions extends ClientConnectionOptions {
   maxConnectionsPerUser: number
   /** At shutdown, how long sockets get to answer the 1001 close frame before they are destroyed. */
   shutdownGraceMs: number
+  /** Checks the credential of a `refresh` frame; without it, `refresh` is answered `refresh_unsupported`. */
+  checkToken?: CheckToken
 }
 
 /** Why a new connection is refused: the instance is full, or the user holds too many. */
@@ -31,7 +33,7 @@ export class RealtimeServer {
    * replay budget they share, so that reconnecting does not refill it. A user is forgotten once
    * no connection is open and the budget has refilled.
    */
-  readonly #users = new Map<string, { connections: number, replay: TokenBucket }>()
+  readonly #users = new Map<string, { connections: Set<ClientConnection>, replay: TokenBucket }>()
   readonly #heartbeat: NodeJS.Timeout
 
   constructor (hub: Hub, options: RealtimeServerOptions) {
@@ -45,7 +47,7 @@ export class RealtimeServer {
         else connection.ping()
       }
       for (const [userId, user] of this.#users) {
-        if (user.connections === 0 && user.replay.full(now)) this.#users.delete(userId)
+        if (user.connections.size === 0 && user.replay.full(now)) this.#users.delete(userId)
       }
     }, options.heartbeatMs)
     this.#heartbeat.unref()
@@ -56,7 +58,7 @@ export class RealtimeServer {
   /** Whether one more connection may open now: undefined, or why not. Without a principal, only the overall limit. */
   refusal (principal?: Principal): Refusal | undefined {
     if (this.#connections.size >= this.#options.maxConnections) return 'server_full'
-    if (principal !== undefined && (this.#users.get(principal.userId)?.connections ?? 0) >= this.#options.maxConnectionsPerUser) return 'user_limit'
+    if (principal !== undefined && (this.#users.get(principal.userId)?.connections.size ?? 0) >= this.#options.maxConnectionsPerUser) return 'user_limit'
     return undefined
   }
 
@@ -75,19 +77,34 @@ export class RealtimeServer {
     let user = this.#users.get(userId)
     if (user === undefined) {
       const { replayBytesPerMinute } = this.#options
-      user = { connections: 0, replay: new TokenBucket(replayBytesPerMinute, replayBytesPerMinute / 60) }
+      user = { connections: new Set(), replay: new TokenBucket(replayBytesPerMinute, replayBytesPerMinute / 60) }
       this.#users.set(userId, user)
     }
-    const connection = new ClientConnection(socket, principal, this.#hub, this.#options, user.replay)
+    const connection = new ClientConnection(socket, principal, this.#hub, this.#options, user.replay, this.#options.checkToken)
     const counted = user
-    counted.connections++
+    counted.connections.add(connection)
     this.#connections.add(connection)
     socket.once('close', () => {
       this.#connections.delete(connection)
-      counted.connections--
+      counted.connections.delete(connection)
     })
     connection.start(teams, since)
     return connection
+  }
+
+  /**
+   * Applies a revocation to this instance's sockets of `userId`: with `teamId`, each loses that
+   * team (`unsubscribed` with reason `revoked`); without, each is closed with 4004. Returns how
+   * many sockets it touched.
+   */
+  revoke (userId: string, teamId?: string): number {
+    const connections = this.#users.get(userId)?.connections
+    if (connections === undefined) return 0
+    for (const connection of connections) {
+      if (teamId === undefined) connection.close(CloseCode.REVOKED, 'revoked')
+      else connection.revokeTeam(teamId)
+    }
+    return connections.size
   }
 
   /**

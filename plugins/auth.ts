@@ -16,6 +16,12 @@ import { sendError } from './send-error.js'
  */
 export type Authenticate = (request: FastifyRequest) => Principal | null | undefined | Promise<Principal | null | undefined>
 
+/**
+ * Supplied by the integrator to let open sockets refresh their credential: who a bare
+ * credential (a `refresh` frame's token) stands for, or null/undefined when it is refused.
+ */
+export type AuthenticateToken = (token: string) => Principal | null | undefined | Promise<Principal | null | undefined>
+
 /** Longest user id accepted from `authenticate`: it is stored with every change and event. */
 export const MAX_USER_ID_LENGTH = 128
 
@@ -23,6 +29,10 @@ export const AtlasAuthOptionsSchema = group({
   authenticate: func<Authenticate>({
     description: `\`(request) => { userId, teams } | null | undefined\`, sync or async: who is making the request (HTTP and the upgrade). A principal whose \`userId\` is not a non-empty well-formed string of at most ${MAX_USER_ID_LENGTH} characters, or with a team id outside \`${TEAM_ID_PATTERN}\`, is refused with \`401\` (and a warning that names no value).`
   }),
+  authenticateToken: Type.Optional(func<AuthenticateToken>({
+    defaultText: 'unset',
+    description: '`(token) => { userId, teams, expiresAt? } | null | undefined`, sync or async: who a bare credential stands for, for a `refresh` frame on an open socket (the SDK sends one before `expiresAt` when it has `getToken`). Unset: `refresh` is answered `refresh_unsupported` and clients reconnect instead. A refused token, one that throws, an invalid principal or one for another user closes the socket with 4001; teams the new principal lacks are unsubscribed (`unsubscribed` reason `revoked`).'
+  })),
   maxFailedAuthPerIp: Type.Optional(integer({
     allowZero: true,
     default: 100,
@@ -62,6 +72,8 @@ declare module 'fastify' {
      * the headers it goes with, is returned for the caller to send or to tell another way.
      */
     atlasResolvePrincipal (request: FastifyRequest): Promise<PrincipalOrRefusal>
+    /** `authenticateToken` with the principal checked as `authenticate`'s is; never rejects. Undefined without `authenticateToken`. */
+    atlasCheckToken: ((token: string) => Promise<Principal | null>) | undefined
   }
   interface FastifyRequest {
     atlasPrincipal: Principal | null
@@ -151,7 +163,26 @@ const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, rawOpti
     return unauthorized
   }
 
+  const { authenticateToken } = options
+  const checkToken = authenticateToken === undefined
+    ? undefined
+    : async (token: string): Promise<Principal | null> => {
+      let principal: Principal | null | undefined
+      try {
+        principal = await authenticateToken(token)
+      } catch (err) {
+        fastify.log.warn({ err }, 'atlas: authenticateToken threw; refusing the refresh')
+        return null
+      }
+      if (principal == null) return null
+      const problem = principalProblem(principal)
+      if (problem === undefined) return principal
+      fastify.log.warn({ problem }, 'atlas: authenticateToken returned an invalid principal; refusing the refresh')
+      return null
+    }
+
   fastify.decorateRequest('atlasPrincipal', null)
+  fastify.decorate('atlasCheckToken', checkToken)
   fastify.decorate(kReplies, replies)
   fastify.decorate('atlasResolvePrincipal', resolvePrincipal)
   fastify.decorate('atlasRequirePrincipal', async (request: FastifyRequest, reply: FastifyReply) => {

@@ -3,7 +3,7 @@ import fastifyWebsocket from '@fastify/websocket'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import { CloseCode, SUBPROTOCOL } from '../protocol/constants.js'
 import { Type } from '@sinclair/typebox'
-import { atlasAuth, AtlasAuthOptionsSchema, type AtlasAuthOptions, type Authenticate } from './auth.js'
+import { atlasAuth, AtlasAuthOptionsSchema, type AtlasAuthOptions, type Authenticate, type AuthenticateToken } from './auth.js'
 import { atlasBroker, AtlasBrokerOptionsSchema, type AtlasBrokerOptions } from './broker.js'
 import { atlasCredentials } from './credentials.js'
 import { atlasHub, AtlasHubOptionsSchema, type AtlasHubOptions } from './hub.js'
@@ -29,6 +29,7 @@ export const AtlasRealtimeOptionsSchema = group({
     description: 'Fastify\'s own register option, honoured: the task routes and the WebSocket endpoint go under it (`\'/api\'` gives `/api/teams/:teamId/tasks` and `/api/realtime`; `websocket.path` and `routes.prefix` are then relative to it). Clients are given `https://host/api` as their one base URL.'
   })),
   authenticate: handedOn(AtlasAuthOptionsSchema.properties.authenticate, { description: '`(request) => { userId, teams } | null | undefined`, sync or async; see [`atlasAuth`](#atlasauth).' }),
+  authenticateToken: Type.Optional(handedOn(AtlasAuthOptionsSchema.properties.authenticateToken, { defaultText: 'unset', description: '`(token) => { userId, teams, expiresAt? } | null | undefined`: lets open sockets refresh their credential; see [`atlasAuth`](#atlasauth).' })),
   database: handedOn(AtlasRepositoryOptionsSchema, { description: 'Options of [`atlasRepository`](#atlasrepository).' }),
   broker: Type.Optional(handedOn(AtlasBrokerOptionsSchema, { default: {}, description: 'Options of [`atlasBroker`](#atlasbroker); no `redis`: in-process broker.' })),
   hub: Type.Optional(handedOn(AtlasHubOptionsSchema, { default: {}, description: 'Options of [`atlasHub`](#atlashub).' })),
@@ -41,7 +42,7 @@ export const AtlasRealtimeOptionsSchema = group({
     expected: 'an object or false',
     description: 'Options of [`atlasTaskRoutes`](#atlastaskroutes), or `false` to register no task routes (your own routes still broadcast).'
   })),
-  auth: Type.Optional(Type.Omit(AtlasAuthOptionsSchema, ['authenticate'], {
+  auth: Type.Optional(Type.Omit(AtlasAuthOptionsSchema, ['authenticate', 'authenticateToken'], {
     $id: 'AtlasAuthLimits',
     default: {},
     description: 'Options of [`atlasAuth`](#atlasauth) besides `authenticate` (the failed-authentication limit).'
@@ -55,15 +56,17 @@ export type AtlasRealtimeOptions = OptionsOf<typeof AtlasRealtimeOptionsSchema> 
 const NAME = 'atlas-realtime'
 
 // Each plugin checks its own options at its registration, naming itself; the umbrella checks its own level.
-const checkOptions = optionsChecker(NAME, AtlasRealtimeOptionsSchema, { delegated: ['authenticate', 'database', 'broker', 'hub', 'websocket', 'routes', 'auth'] })
+const checkOptions = optionsChecker(NAME, AtlasRealtimeOptionsSchema, { delegated: ['authenticate', 'authenticateToken', 'database', 'broker', 'hub', 'websocket', 'routes', 'auth'] })
 const checkWebSocketExtras = optionsChecker(NAME, WebSocketExtrasSchema, { path: 'websocket' })
 
 /** Registers the whole suite from one options object. */
 const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fastify, rawOptions) => {
   const options = checkOptions(rawOptions)
   // `auth` takes atlasAuth's other options; one there would be silently overridden by the top level's.
-  if (typeof rawOptions.auth === 'object' && rawOptions.auth !== null && Object.hasOwn(rawOptions.auth, 'authenticate')) {
-    throw optionError(NAME, 'option auth.authenticate is not an option: give authenticate at the top level')
+  for (const name of ['authenticate', 'authenticateToken']) {
+    if (typeof rawOptions.auth === 'object' && rawOptions.auth !== null && Object.hasOwn(rawOptions.auth, name)) {
+      throw optionError(NAME, `option auth.${name} is not an option: give ${name} at the top level`)
+    }
   }
   const { maxPayload: givenMaxPayload, ...websocket } = options.websocket as AtlasWebSocketOptions & { maxPayload?: number }
   const { maxPayload } = checkWebSocketExtras({ maxPayload: givenMaxPayload })
@@ -79,7 +82,7 @@ const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fas
   await fastify.register(atlasHub, rawOptions.hub ?? {})
   // With Redis, rate-limit counters live there too, so a limit holds across instances.
   const rateLimitRedis = options.broker.redis
-  await fastify.register(atlasAuth, { rateLimitRedis, ...options.auth, authenticate: options.authenticate })
+  await fastify.register(atlasAuth, { rateLimitRedis, ...options.auth, authenticate: options.authenticate, authenticateToken: options.authenticateToken })
   if (!fastify.hasDecorator('websocketServer')) {
     await fastify.register(fastifyWebsocket, { options: { maxPayload, handleProtocols: atlasHandleProtocols }, preClose: atlasWebSocketPreClose })
   }
@@ -112,7 +115,7 @@ export default atlasRealtime
 export { requireTeam } from './auth.js'
 export { accessTokenOf } from './credentials.js'
 export { atlasAuth, atlasBroker, atlasCredentials, atlasHub, atlasRepository, atlasTaskRoutes, atlasUpgradeGuard, atlasWebSocket }
-export type { Authenticate, AtlasAuthOptions, AtlasBrokerOptions, AtlasHubOptions, AtlasRepositoryOptions, AtlasTaskRoutesOptions, AtlasWebSocketOptions }
+export type { Authenticate, AuthenticateToken, AtlasAuthOptions, AtlasBrokerOptions, AtlasHubOptions, AtlasRepositoryOptions, AtlasTaskRoutesOptions, AtlasWebSocketOptions }
 export { MUTATION_ID_HEADER, etagOf, parseIfMatch } from './task-routes.js'
 export * from '../lib/index.js'
 export { atlasClientAssets, AtlasClientAssetsOptionsSchema, type AtlasClientAssetsOptions } from './client-assets.js'

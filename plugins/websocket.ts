@@ -31,6 +31,10 @@ export const AtlasWebSocketOptionsSchema = group({
     default: 100,
     description: 'Client frames a connection may send at once above the steady rate (the bucket\'s size): enough for one `subscribe` per team for 100 teams.'
   })),
+  maxRefreshesPerMinute: Type.Optional(integer({
+    default: 10,
+    description: '`refresh` frames one connection may send per minute (a token bucket of this size). A client refreshes once per credential lifetime; beyond it a `refresh` is answered `rate_limited` and counts as invalid, which bounds how fast one socket can try credentials.'
+  })),
   replayBytesPerMinute: Type.Optional(integer({
     default: 32 * 1024 * 1024,
     defaultNote: '32 MiB',
@@ -73,7 +77,7 @@ const checkOptions = optionsChecker(NAME, AtlasWebSocketOptionsSchema)
 
 const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastify, rawOptions) => {
   const { path, allowedOrigins, ...limits } = checkOptions(rawOptions)
-  const realtime = new RealtimeServer(fastify.atlasHub, limits)
+  const realtime = new RealtimeServer(fastify.atlasHub, { ...limits, checkToken: fastify.atlasCheckToken })
   const originAllowed = originCheck(allowedOrigins)
   // A refused upgrade is told when to try again: by then a heartbeat round has dropped dead sockets.
   const retryAfter = String(Math.ceil(limits.heartbeatMs / 1000))

@@ -32,6 +32,8 @@ export const CloseCode = {
   UNAUTHORIZED: 4001,
   /** A team named in the upgrade's `teams` is not the principal's (to a client that offered SUBPROTOCOL). */
   FORBIDDEN: 4003,
+  /** The host revoked the user: every socket of theirs, on every instance, is closed with it. */
+  REVOKED: 4004,
   /** Too many invalid frames. */
   POLICY_VIOLATION: 1008,
   /** A frame larger than the server's limit (sent by the ws library itself). */
@@ -52,9 +54,14 @@ export const ErrorCode = {
   UNKNOWN_TYPE: 'unknown_type',
   BINARY_UNSUPPORTED: 'binary_unsupported',
   FORBIDDEN_TEAM: 'forbidden_team',
-  RATE_LIMITED: 'rate_limited'
+  RATE_LIMITED: 'rate_limited',
+  REFRESH_UNSUPPORTED: 'refresh_unsupported'
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
+
+/** Why the server ended a subscription the client did not ask to end (`unsubscribed.reason`). */
+export const UNSUBSCRIBE_REASONS = ['revoked'] as const
+export type UnsubscribeReason = (typeof UNSUBSCRIBE_REASONS)[number]
 
 /** Why the server asks a client to refetch a team's list instead of resuming (`resync.reason`). */
 export const RESYNC_REASONS = ['history_pruned', 'ahead_of_log', 'too_far_behind', 'replay_limited'] as const
@@ -97,7 +104,9 @@ export const Limits = {
   /** Teams named in one `subscribe` or `unsubscribe` frame. */
   TEAMS_PER_FRAME_MAX: 100,
   /** Length of a string `ping` id. */
-  PING_ID_MAX: 64
+  PING_ID_MAX: 64,
+  /** Length of the credential in a `refresh` frame (a JWT with many claims is a few KB). */
+  REFRESH_TOKEN_MAX: 8192
 } as const
 
 const TEAM_ID = new RegExp(TEAM_ID_PATTERN)

@@ -161,15 +161,19 @@ export const FRAME_ERRORS = {
     cause: 'JSON, but not an object, or the frame does not match its type\'s shape (missing or unknown member, wrong type, bad team id, more than 100 teams, …).',
     countsAsInvalid: true
   },
-  UNKNOWN_TYPE: { cause: '`type` is missing or is not `subscribe`, `unsubscribe` or `ping`.', countsAsInvalid: true },
+  UNKNOWN_TYPE: { cause: '`type` is missing or is not `subscribe`, `unsubscribe`, `ping` or `refresh`.', countsAsInvalid: true },
   BINARY_UNSUPPORTED: { cause: 'A binary frame.', countsAsInvalid: true },
   FORBIDDEN_TEAM: {
     cause: '`subscribe` named a team outside the principal; the frame\'s other teams are subscribed. One per team named.',
     countsAsInvalid: true
   },
   RATE_LIMITED: {
-    cause: 'The connection sent frames faster than its limit (`maxFramesPerSecond`, default 20 per second, after a burst of `frameBurst`, default 100). The frame is ignored.',
+    cause: 'The connection sent frames faster than its limit (`maxFramesPerSecond`, default 20 per second, after a burst of `frameBurst`, default 100), or more `refresh` frames than `maxRefreshesPerMinute` (default 10). The frame is ignored.',
     countsAsInvalid: true
+  },
+  REFRESH_UNSUPPORTED: {
+    cause: 'A `refresh` frame, but the host gave the server no way to check a bare credential (`authenticateToken`). The connection keeps its credential: reconnect with the new one instead.',
+    countsAsInvalid: false
   }
 } as const satisfies Record<string, FrameErrorEntry>
 
@@ -196,6 +200,11 @@ export const CLOSE_CODES = {
     label: '(forbidden)',
     sentWhen: 'Right after the handshake, to a client that offered the `atlas.v1` subprotocol, when a team in the upgrade\'s `teams` is not the principal\'s (where other clients get `403` `FORBIDDEN_TEAM`). Reason `forbidden_team: ` and the team id.',
     clientAction: 'Reconnect without that team (the SDK puts only teams of the last `welcome` in the URL, so it meets this only after losing a team).'
+  },
+  REVOKED: {
+    label: '(revoked)',
+    sentWhen: 'The host revoked the user (`fastify.atlasRevoke({ userId })`, on any instance): every socket of the user, on every instance, is closed with it within about a second. Reason `revoked`.',
+    clientAction: 'Reconnect with backoff: a credential the host no longer accepts is refused with 4001, and then the client stops.'
   },
   POLICY_VIOLATION: {
     label: 'Policy Violation',

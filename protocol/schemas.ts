@@ -5,7 +5,7 @@
 import { Type, type Static, type TSchema, type TString, type TUnsafe } from '@sinclair/typebox'
 import {
   DUE_DATE_PATTERN, ErrorCode, Limits, MUTATION_ID_PATTERN, PROTOCOL_VERSION, RESYNC_REASONS, TASK_FIELDS, TASK_ID_PATTERN,
-  TASK_STATUSES, TEAM_ID_PATTERN, type TaskStatus
+  TASK_STATUSES, TEAM_ID_PATTERN, UNSUBSCRIBE_REASONS, type TaskStatus
 } from './constants.js'
 
 export const TeamId = Type.String({ pattern: TEAM_ID_PATTERN, description: 'A team id' })
@@ -118,17 +118,27 @@ export const PingFrame = Type.Object({
   id: Type.Optional(PingId)
 }, { additionalProperties: false, description: 'Application-level liveness check; answered with `pong`' })
 
-export const ClientFrame = Type.Union([SubscribeFrame, UnsubscribeFrame, PingFrame], { description: 'A frame a client sends' })
+export const RefreshFrame = Type.Object({
+  type: Type.Literal('refresh'),
+  token: Type.String({ minLength: 1, maxLength: Limits.REFRESH_TOKEN_MAX, description: 'A fresh credential for the same user' })
+}, {
+  additionalProperties: false,
+  description: 'Replaces the connection\'s credential without reconnecting: answered with `refreshed`; a refused one closes the socket with 4001'
+})
+
+export const ClientFrame = Type.Union([SubscribeFrame, UnsubscribeFrame, PingFrame, RefreshFrame], { description: 'A frame a client sends' })
 export type SubscribeFrame = Static<typeof SubscribeFrame>
 export type UnsubscribeFrame = Static<typeof UnsubscribeFrame>
 export type PingFrame = Static<typeof PingFrame>
+export type RefreshFrame = Static<typeof RefreshFrame>
 export type ClientFrame = Static<typeof ClientFrame>
 
 /** Each client frame's schema by its `type`. */
 export const clientFrameSchemas = {
   subscribe: SubscribeFrame,
   unsubscribe: UnsubscribeFrame,
-  ping: PingFrame
+  ping: PingFrame,
+  refresh: RefreshFrame
 } as const satisfies Record<ClientFrame['type'], TSchema>
 
 // ---------------------------------------------------------------------------------------------
@@ -139,8 +149,15 @@ export const WelcomeFrame = Type.Object({
   protocol: Type.Literal(PROTOCOL_VERSION, { description: 'Protocol version; refuse to go on with an unknown one' }),
   userId: Type.String({ description: 'The authenticated user' }),
   teams: Type.Array(Type.String(), { description: 'All teams of the principal: the teams this connection may subscribe to' }),
-  heartbeatMs: Type.Integer({ minimum: 1, description: 'Interval of the server\'s protocol pings, in ms' })
+  heartbeatMs: Type.Integer({ minimum: 1, description: 'Interval of the server\'s protocol pings, in ms' }),
+  expiresAt: Type.Optional(Type.Integer({ minimum: 0, description: 'When the credential expires (epoch ms; absent: the host did not say): refresh before it, or the socket is closed with 4001' }))
 }, { additionalProperties: false, description: 'First frame of every connection' })
+
+export const RefreshedFrame = Type.Object({
+  type: Type.Literal('refreshed'),
+  teams: Type.Array(Type.String(), { description: 'All teams of the principal now: subscriptions to teams no longer listed were ended (`unsubscribed` with reason `revoked`), new ones may be subscribed' }),
+  expiresAt: Type.Optional(Type.Integer({ minimum: 0, description: 'When the new credential expires (epoch ms)' }))
+}, { additionalProperties: false, description: 'Answer to `refresh`: the new credential is the connection\'s' })
 
 export const SubscribedFrame = Type.Object({
   type: Type.Literal('subscribed'),
@@ -160,8 +177,11 @@ export const ResyncFrame = Type.Object({
 
 export const UnsubscribedFrame = Type.Object({
   type: Type.Literal('unsubscribed'),
-  teamId: Type.String({ description: 'The team' })
-}, { additionalProperties: false, description: 'Answer to `unsubscribe`, one per team listed' })
+  teamId: Type.String({ description: 'The team' }),
+  reason: Type.Optional(Type.Union(UNSUBSCRIBE_REASONS.map((r) => Type.Literal(r)), {
+    description: 'Absent: the answer to the client\'s `unsubscribe`. `revoked`: the principal lost the team (a refresh without it, or the host revoked the membership); subscribing to it again is refused'
+  }))
+}, { additionalProperties: false, description: 'A subscription ended: the answer to `unsubscribe` (one per team listed), or the server ended it (`reason`)' })
 
 export const ErrorFrame = Type.Object({
   type: Type.Literal('error'),
@@ -205,7 +225,7 @@ export const TaskDeletedEvent = Type.Object({
 }, { additionalProperties: false, description: 'A task was deleted' })
 
 export const TaskEvent = Type.Union([TaskCreatedEvent, TaskUpdatedEvent, TaskDeletedEvent], { description: 'A team\'s event' })
-export const ServerControlFrame = Type.Union([WelcomeFrame, SubscribedFrame, ResyncFrame, UnsubscribedFrame, ErrorFrame, PongFrame], {
+export const ServerControlFrame = Type.Union([WelcomeFrame, SubscribedFrame, ResyncFrame, UnsubscribedFrame, RefreshedFrame, ErrorFrame, PongFrame], {
   description: 'A frame the server sends that is not a team\'s event'
 })
 export const ServerFrame = Type.Union([ServerControlFrame, TaskEvent], { description: 'A frame the server sends' })
@@ -214,6 +234,7 @@ export type WelcomeFrame = Static<typeof WelcomeFrame>
 export type SubscribedFrame = Static<typeof SubscribedFrame>
 export type ResyncFrame = Static<typeof ResyncFrame>
 export type UnsubscribedFrame = Static<typeof UnsubscribedFrame>
+export type RefreshedFrame = Static<typeof RefreshedFrame>
 export type ErrorFrame = Static<typeof ErrorFrame>
 export type PongFrame = Static<typeof PongFrame>
 export type TaskCreatedEvent = Static<typeof TaskCreatedEvent>
@@ -230,6 +251,7 @@ export const serverFrameSchemas = {
   subscribed: SubscribedFrame,
   resync: ResyncFrame,
   unsubscribed: UnsubscribedFrame,
+  refreshed: RefreshedFrame,
   error: ErrorFrame,
   pong: PongFrame,
   'task.created': TaskCreatedEvent,

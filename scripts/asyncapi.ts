@@ -8,7 +8,7 @@ import { AtlasWebSocketOptionsSchema, RECOMMENDED_MAX_PAYLOAD } from '../plugins
 import { CloseCode, ErrorCode, PROTOCOL_VERSION, TEAM_ID_PATTERN } from '../protocol/constants.js'
 import { CLOSE_CODES, FRAME_ERRORS, HTTP_ERRORS, NO_CLOSE_FRAME, UPGRADE_REFUSAL_ORDER } from '../protocol/errors.js'
 import {
-  ClientFrame, clientFrameSchemas, ErrorFrame, PingFrame, PongFrame, ResyncFrame, ServerControlFrame, ServerFrame, serverFrameSchemas,
+  ClientFrame, clientFrameSchemas, ErrorFrame, PingFrame, PongFrame, RefreshFrame, RefreshedFrame, ResyncFrame, ServerControlFrame, ServerFrame, serverFrameSchemas,
   SubscribedFrame, SubscribeFrame, TaskCreatedEvent, TaskDeletedEvent, TaskEvent, TaskSchema, TaskUpdatedEvent, TeamId,
   UnsubscribedFrame, UnsubscribeFrame, WelcomeFrame
 } from '../protocol/schemas.js'
@@ -26,11 +26,13 @@ const components = new SchemaComponents({
   SubscribeFrame,
   UnsubscribeFrame,
   PingFrame,
+  RefreshFrame,
   ClientFrame,
   WelcomeFrame,
   SubscribedFrame,
   ResyncFrame,
   UnsubscribedFrame,
+  RefreshedFrame,
   ErrorFrame,
   PongFrame,
   TaskCreatedEvent,
@@ -45,7 +47,8 @@ const components = new SchemaComponents({
 const REPLIES: Record<ClientFrameType, ServerFrameType[]> = {
   subscribe: ['subscribed', 'resync', 'error'],
   unsubscribe: ['unsubscribed', 'error'],
-  ping: ['pong', 'error']
+  ping: ['pong', 'error'],
+  refresh: ['refreshed', 'unsubscribed', 'error']
 }
 
 /** `task.created` -> `taskCreated`: a key AsyncAPI accepts everywhere. */

@@ -56,11 +56,13 @@ t.test('a malformed since or teams gets HTTP 400', async (t) => {
   }
 })
 
-t.test('the welcome frame names user, teams, protocol and heartbeat; then one subscribed frame per team', async (t) => {
+t.test('the welcome frame names user, teams, protocol, heartbeat and expiry; then one subscribed frame per team', async (t) => {
   const { instance, dave } = await setup(t)
   const client = await connectClient(t, instance, dave)
+  const expiresAt = client.frames[0]?.expiresAt
+  t.ok(typeof expiresAt === 'number' && expiresAt > Date.now(), 'the token\'s exp, in ms')
   t.same(client.frames, [
-    { type: 'welcome', protocol: 1, userId: 'dave', teams: ['red', 'blue'], heartbeatMs: 30_000 },
+    { type: 'welcome', protocol: 1, userId: 'dave', teams: ['red', 'blue'], heartbeatMs: 30_000, expiresAt },
     { type: 'subscribed', teamId: 'red', seq: 0, replayed: 0 },
     { type: 'subscribed', teamId: 'blue', seq: 0, replayed: 0 }
   ])
