@@ -1,9 +1,8 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify'
 import fastifyStatic from '@fastify/static'
 import { existsSync } from 'node:fs'
-import { basename } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { atlasRealtime, type AtlasRealtimeOptions } from '../plugins/index.js'
+import { atlasClientAssets, atlasRealtime, type AtlasRealtimeOptions } from '../plugins/index.js'
 import { jwtAuthenticator } from './jwt-auth.js'
 
 export interface ExampleConfig {
@@ -43,33 +42,9 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
   const publicDir = findPublicDir()
   // The page: index.html, board.js and board.css, listed once at start-up (no catch-all route).
   await app.register(fastifyStatic, { root: publicDir, wildcard: false, ...revalidated })
-  // The client SDK as the browser loads it: the compiled ES modules of client/ and the one file
-  // of protocol/ they import (constants.js), at paths that keep their relative imports working.
-  await app.register(async (sdk) => {
-    const dist = distDir()
-    // Checked per request, so a build made after start-up is found.
-    sdk.addHook('onRequest', async (_request, reply) => {
-      if (!existsSync(`${dist}/client/index.js`)) {
-        return await reply.code(503).type('text/plain; charset=utf-8').send('The client SDK is not built: run `npm run build` (dist/client is missing)')
-      }
-    })
-    await sdk.register(fastifyStatic, {
-      root: `${dist}/client`,
-      prefix: '/client/',
-      decorateReply: false,
-      // Flat names of compiled modules only: no declarations, nothing outside the folder.
-      allowedPath: (path) => /^\/[a-z][a-z0-9-]*\.js(\.map)?$/.test(path),
-      ...revalidated
-    })
-    await sdk.register(fastifyStatic, {
-      root: `${dist}/protocol`,
-      prefix: '/protocol/',
-      decorateReply: false,
-      // The SDK loads only the dependency-free constants; schemas.js needs TypeBox.
-      allowedPath: (path) => /^\/constants\.js(\.map)?$/.test(path),
-      ...revalidated
-    })
-  }, { prefix: '/sdk' })
+  // The client SDK as the page loads it (board.js imports /sdk/client/index.js), from the installed
+  // atlas-realtime-client package (here the client/ workspace).
+  await app.register(atlasClientAssets, { prefix: '/sdk' })
   // The API documents `npm run docs` writes: the HTTP routes (OpenAPI) and the socket (AsyncAPI).
   const docsDir = findDir(['../docs', '../../docs'], 'asyncapi.json')
   for (const name of ['asyncapi.json', 'openapi.json']) {
@@ -91,12 +66,6 @@ const revalidated = {
     // The type RFC 9239 names (@fastify/send still says application/javascript).
     if (path.endsWith('.js')) reply.type('text/javascript; charset=utf-8')
   }
-}
-
-/** dist/, both from the TypeScript source (examples/) and from dist/examples/. */
-function distDir (): string {
-  const parent = fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, '')
-  return basename(parent) === 'dist' ? parent : `${parent}/dist`
 }
 
 /** examples/public, both from the TypeScript source and from dist/. */

@@ -5,10 +5,11 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import t from 'tap'
 
-// The SDK's published declarations, as `npm run build` (pretest) emits them: a consumer of
-// atlas-realtime/client must not need the server's packages or Node's types to compile.
+// The SDK's published declarations, as `npm run build` (pretest) emits them into the
+// atlas-realtime-client package (client/dist): a consumer of atlas-realtime-client, or of its
+// re-export atlas-realtime/client, must not need the server's packages or Node's types to compile.
 const root = fileURLToPath(new URL('../', import.meta.url))
-const SDK_DIR = resolve(root, 'dist/client')
+const SDK_DIR = resolve(root, 'client/dist/client')
 
 /** Module specifiers a declaration file names: imports, re-exports, import types, references. */
 function specifiersOf (source: string): string[] {
@@ -25,7 +26,7 @@ function withoutComments (source: string): string {
 }
 
 t.test('the SDK\'s declarations reach only the SDK, the protocol and TypeBox', async (t) => {
-  t.ok(existsSync(`${SDK_DIR}/index.d.ts`), 'dist/client/index.d.ts exists (npm test builds first)')
+  t.ok(existsSync(`${SDK_DIR}/index.d.ts`), 'client/dist/client/index.d.ts exists (npm test builds first)')
   const queue = readdirSync(SDK_DIR).filter((f) => f.endsWith('.d.ts')).map((f) => `${SDK_DIR}/${f}`)
   const seen = new Set<string>()
   const outside: string[] = []
@@ -49,8 +50,8 @@ t.test('the SDK\'s declarations reach only the SDK, the protocol and TypeBox', a
   }
   const reached = [...seen].map((file) => relative(root, file)).sort()
   t.same([...new Set(outside)], [], 'no declaration names a package other than TypeBox, nor Node or server types')
-  t.same(reached.filter((file) => !/^dist\/(client|protocol)\//.test(file)), [], 'only dist/client and dist/protocol are reached')
-  t.ok(reached.includes('dist/protocol/schemas.d.ts') && reached.includes('dist/protocol/constants.d.ts'), 'the wire types come from dist/protocol')
+  t.same(reached.filter((file) => !/^client\/dist\/(client|protocol)\//.test(file)), [], 'only the SDK package\'s dist/client and dist/protocol are reached')
+  t.ok(reached.includes('client/dist/protocol/schemas.d.ts') && reached.includes('client/dist/protocol/constants.d.ts'), 'the wire types come from its dist/protocol')
 })
 
 t.test('a consumer compiles against atlas-realtime/client with DOM only: no Node types, libraries checked', async (t) => {
@@ -90,6 +91,7 @@ t.test('a consumer compiles against atlas-realtime/client with DOM only: no Node
   t.same(diagnostics, [], 'no type error')
   t.ok(outcome.ok, 'tsc succeeded')
   const files = outcome.stdout.split('\n').filter((line) => line.startsWith('/'))
-  t.ok(files.some((file) => file.endsWith('/dist/client/index.d.ts')), 'the consumer compiled against the published declarations')
+  t.ok(files.some((file) => file.endsWith('/dist/entries/client.d.ts')), 'through the re-export atlas-realtime/client')
+  t.ok(files.some((file) => file.endsWith('/client/dist/client/index.d.ts')), 'the consumer compiled against the SDK package\'s published declarations')
   t.same(files.filter((file) => /node_modules\/(@types\/node|drizzle-orm|fastify|@fastify)\//.test(file)), [], 'no Node, Drizzle or Fastify declaration was loaded')
 })
