@@ -109,6 +109,20 @@ export class OptionError extends OptionErrorBase {
   }
 }
 
+/**
+ * Redis could not be reached, or refused the connection, while the suite started: raised at
+ * registration (never answered to a client). The message names the plugin, the address (any
+ * password replaced by `***`), the cause and what to do; `cause` holds the connection's last
+ * error (message and code only: ioredis attaches a refused AUTH's arguments, password included).
+ */
+const RedisUnreachableErrorBase = createError('ATLAS_ERR_REDIS_UNREACHABLE', '%s: %s', 500)
+export class RedisUnreachableError extends RedisUnreachableErrorBase {
+  constructor (plugin: string, message: string, readonly address: string, cause?: Error) {
+    super(plugin, message, ...(cause === undefined ? [] : [{ cause }]))
+    this.name = 'RedisUnreachableError'
+  }
+}
+
 /** The JSON body of an HTTP error (docs/protocol.md, "Error body"). */
 export interface ErrorBody {
   statusCode: number

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { Redis } from 'ioredis'
+import type { Redis, RedisOptions } from 'ioredis'
 import { decodeBrokerMessage, encodeBrokerMessage, type Broker, type BrokerHandlers } from './broker.js'
 import type { LoggedEvent } from './types.js'
 
@@ -43,6 +43,12 @@ export class RedisBroker implements Broker {
     this.#subscriber.options.autoResubscribe = false
     this.#prefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX
   }
+
+  /** The connection used for PUBLISH (for diagnostics and tests). */
+  get publisher (): Redis { return this.#publisher }
+
+  /** The connection in subscriber mode (for diagnostics and tests). */
+  get subscriber (): Redis { return this.#subscriber }
 
   attach (handlers: BrokerHandlers): void {
     this.#handlers = handlers
@@ -100,4 +106,51 @@ export class RedisBroker implements Broker {
   readonly #onPublisherReady = (): void => {
     if (!this.#closed) this.#handlers?.onResubscribed()
   }
+}
+
+/** A Redis connection as the options take it: a URL, or ioredis options (with `url`, as @fastify/redis took them). */
+export type RedisConnection = string | (RedisOptions & { url?: string })
+
+/**
+ * Where `connection` points, for messages and logs: a URL's password (and a `password` query
+ * parameter) replaced by `***`; ioredis options shown as the URL they amount to, without
+ * their password.
+ */
+export function redisAddress (connection: RedisConnection): string {
+  if (typeof connection === 'string') return redactUrl(connection)
+  if (typeof connection.url === 'string') return redactUrl(connection.url)
+  if (connection.path !== undefined) return connection.path
+  if (connection.sentinels != null) {
+    const sentinels = connection.sentinels.map((s) => `${s.host ?? 'localhost'}:${s.port ?? 26379}`).join(', ')
+    return `master ${connection.name ?? 'mymaster'} of the sentinels ${sentinels}`
+  }
+  const user = connection.username === undefined ? '' : `${encodeURIComponent(connection.username)}@`
+  return `${connection.tls === undefined ? 'redis' : 'rediss'}://${user}${connection.host ?? 'localhost'}:${connection.port ?? 6379}`
+}
+
+function redactUrl (url: string): string {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== '') parsed.password = '***'
+    for (const key of [...parsed.searchParams.keys()]) {
+      if (/pass/i.test(key)) parsed.searchParams.set(key, '***')
+    }
+    return parsed.href
+  } catch {
+    // Not a URL Node can parse (ioredis is more lenient): hide whatever precedes an '@'.
+    return url.replace(/\/\/[^/]*@/, '//***@')
+  }
+}
+
+/**
+ * `err` fit for a log or an error's `cause`: ioredis attaches to a reply error the command it
+ * answered, and for a refused HELLO or AUTH that command's arguments hold the password (a
+ * logger serialising the error's own properties would write it out).
+ */
+export function safeRedisError (err: Error): Error {
+  if (!('command' in err)) return err
+  const copy = new Error(err.message)
+  copy.name = err.name
+  if (err.stack !== undefined) copy.stack = err.stack
+  return copy
 }

@@ -1,18 +1,22 @@
 import fp from 'fastify-plugin'
-import fastifyRedis from '@fastify/redis'
 import type { FastifyPluginAsync } from 'fastify'
-import type { RedisOptions } from 'ioredis'
+import { Redis, ReplyError, type RedisOptions } from 'ioredis'
 import type { Broker } from '../lib/broker.js'
+import { RedisUnreachableError } from '../lib/errors.js'
 import { MemoryBroker, type MemoryBus } from '../lib/memory-broker.js'
-import { DEFAULT_CHANNEL_PREFIX, RedisBroker } from '../lib/redis-broker.js'
+import { DEFAULT_CHANNEL_PREFIX, RedisBroker, redisAddress, safeRedisError, type RedisConnection } from '../lib/redis-broker.js'
 import { Type } from '@sinclair/typebox'
-import { group, opaqueObject, optionError, optionsChecker, redisConnection, string, type OptionsOf } from './options.js'
+import { group, integer, opaqueObject, optionError, optionsChecker, redisConnection, string, type OptionsOf } from './options.js'
 
 export const AtlasBrokerOptionsSchema = group({
   redis: Type.Optional(redisConnection<RedisOptions>({
     expected: 'a URL string or ioredis options',
     defaultText: 'unset',
     description: 'A URL (`redis://host:port/db`) or ioredis options. Unset: an in-process broker (one process).'
+  })),
+  connectTimeoutMs: Type.Optional(integer({
+    default: 5000,
+    description: 'With `redis`: how long start-up waits, in ms, for its two connections. Meanwhile a refused or unresolved connection is retried (Redis may be starting next to this process); past it, or at once when Redis refuses the credentials (`WRONGPASS`, `NOAUTH`) or the TLS handshake fails, registration fails with an error coded `ATLAS_ERR_REDIS_UNREACHABLE` naming the address (password shown as `***`), the cause (e.g. `connect ECONNREFUSED 127.0.0.1:6379`) and what to do. Keep it below Fastify\'s `pluginTimeout` (10 s by default), which would otherwise fail start-up first with a message that names neither. Once started, Redis going away fails nothing: events are relayed when it is back.'
   })),
   channelPrefix: Type.Optional(string({ default: DEFAULT_CHANNEL_PREFIX, description: 'Team `T` publishes on channel `${channelPrefix}T`.' })),
   memoryBus: Type.Optional(opaqueObject<MemoryBus>({
@@ -32,8 +36,6 @@ declare module 'fastify' {
 }
 
 const NAME = 'atlas-broker'
-export const PUBLISHER_NAMESPACE = 'atlasPublisher'
-export const SUBSCRIBER_NAMESPACE = 'atlasSubscriber'
 
 const checkOptions = optionsChecker(NAME, AtlasBrokerOptionsSchema)
 
@@ -41,6 +43,7 @@ const brokerPlugin: FastifyPluginAsync<AtlasBrokerOptions> = async (fastify, raw
   const options = checkOptions(rawOptions)
   const { redis } = options
   let broker: Broker
+  let connections: Redis[] = []
   if (redis === undefined) {
     broker = new MemoryBroker({ bus: options.memoryBus, instanceId: options.instanceId })
   } else {
@@ -48,33 +51,118 @@ const brokerPlugin: FastifyPluginAsync<AtlasBrokerOptions> = async (fastify, raw
     if (typeof redis === 'string' && !/^rediss?:\/\/[^\s]*$/.test(redis)) {
       throw optionError(NAME, `option redis must be a redis:// or rediss:// URL (got ${JSON.stringify(redis.slice(0, 80))})`)
     }
-    const connection = typeof redis === 'string' ? { url: redis } : redis
+    // The connections are this plugin's own, not @fastify/redis registrations: a namespaced
+    // one decorates the instance with `redis`, and an application registering its own
+    // @fastify/redis after the suite was then refused ("@fastify/redis has already been
+    // registered"). @fastify/redis also waits for 'ready' without a bound, so an unreachable
+    // Redis surfaced as avvio's plugin timeout, naming neither the address nor the cause.
     // Two connections, so a flood of incoming messages never delays a PUBLISH.
     // Auto-pipelining sends the PUBLISHes of one tick in one write, in order.
-    await fastify.register(fastifyRedis, { enableAutoPipelining: true, ...connection, namespace: PUBLISHER_NAMESPACE, connectionName: 'atlas-publisher' })
-    await fastify.register(fastifyRedis, { ...connection, namespace: SUBSCRIBER_NAMESPACE, connectionName: 'atlas-subscriber' })
-    broker = new RedisBroker({
-      publisher: fastify.redis[PUBLISHER_NAMESPACE],
-      subscriber: fastify.redis[SUBSCRIBER_NAMESPACE],
-      channelPrefix: options.channelPrefix,
-      instanceId: options.instanceId
-    })
+    const publisher = createClient(redis, { enableAutoPipelining: true }, { connectionName: 'atlas-publisher' })
+    const subscriber = createClient(redis, {}, { connectionName: 'atlas-subscriber' })
+    await whenReady([publisher, subscriber], redis, options.connectTimeoutMs)
+    broker = new RedisBroker({ publisher, subscriber, channelPrefix: options.channelPrefix, instanceId: options.instanceId })
     // Once started, ioredis reports each failed reconnect attempt as an 'error' event and, with
     // no listener, prints "[ioredis] Unhandled error event" to stderr every time. Log the first
     // error of an outage as a warning, the retries at debug.
-    for (const namespace of [PUBLISHER_NAMESPACE, SUBSCRIBER_NAMESPACE]) {
+    for (const [connection, client] of [['publisher', publisher], ['subscriber', subscriber]] as const) {
       let reported = false
-      fastify.redis[namespace]
-        .on('error', (err: Error) => {
-          if (reported) fastify.log.debug({ err, connection: namespace }, 'atlas: Redis still unreachable')
-          else fastify.log.warn({ err, connection: namespace }, 'atlas: Redis connection lost; events stay in the log and are relayed when it is back')
+      client
+        .on('error', (error: Error) => {
+          const err = safeRedisError(error)
+          if (reported) fastify.log.debug({ err, connection }, 'atlas: Redis still unreachable')
+          else fastify.log.warn({ err, connection }, 'atlas: Redis connection lost; events stay in the log and are relayed when it is back')
           reported = true
         })
         .on('ready', () => { reported = false })
     }
+    connections = [publisher, subscriber]
   }
   fastify.decorate('atlasBroker', broker)
-  fastify.addHook('onClose', async () => { await broker.close() })
+  fastify.addHook('onClose', async () => {
+    await broker.close()
+    // quit() ends a connection that is away at once (nothing queued: the broker never queues);
+    // one that already ended rejects, and is done anyway.
+    await Promise.all(connections.map(async (client) => { await client.quit().catch(() => { client.disconnect() }) }))
+  })
+}
+
+/** A client on `connection`: `defaults` yield to the integrator's options, `own` do not. */
+function createClient (connection: RedisConnection, defaults: RedisOptions, own: RedisOptions): Redis {
+  if (typeof connection === 'string') return new Redis(connection, { ...defaults, ...own })
+  const { url, ...options } = connection
+  return url === undefined ? new Redis({ ...defaults, ...options, ...own }) : new Redis(url, { ...defaults, ...options, ...own })
+}
+
+/**
+ * Waits until every client is ready, at most `timeoutMs`. Until then ioredis retries a refused
+ * or unresolved connection with its backoff (in a compose file or a pod, Redis may start a
+ * moment after this process). An answer that retrying cannot change fails at once: a reply
+ * error during the handshake (wrong or missing password, a database index out of range) or a
+ * TLS certificate refused. On failure the clients are disconnected and the error says where,
+ * why and what to do.
+ */
+async function whenReady (clients: Redis[], connection: RedisConnection, timeoutMs: number): Promise<void> {
+  let lastError: Error | undefined
+  const cleanups: Array<() => void> = []
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let waiting = clients.length
+      const timer = setTimeout(() => { reject(unreachable(connection, timeoutMs, lastError, false)) }, timeoutMs)
+      cleanups.push(() => { clearTimeout(timer) })
+      for (const client of clients) {
+        const onReady = (): void => { if (--waiting === 0) resolve() }
+        const onError = (err: Error): void => {
+          lastError = err
+          if (isFinal(err)) reject(unreachable(connection, timeoutMs, err, true))
+        }
+        // ioredis gave up by itself (a retryStrategy of the integrator's that returned null).
+        const onEnd = (): void => { reject(unreachable(connection, timeoutMs, lastError, true)) }
+        client.once('ready', onReady).on('error', onError).once('end', onEnd)
+        cleanups.push(() => { client.off('ready', onReady).off('error', onError).off('end', onEnd) })
+      }
+    })
+  } catch (err) {
+    for (const client of clients) {
+      // A lookup or connect still in flight may report after the disconnect: keep it off stderr.
+      client.on('error', () => {})
+      client.disconnect()
+    }
+    throw err
+  } finally {
+    for (const cleanup of cleanups) cleanup()
+  }
+}
+
+/** Whether retrying cannot help: Redis answered with a refusal, or TLS refused its certificate. */
+function isFinal (err: Error): boolean {
+  if (err instanceof ReplyError) return true
+  const code = (err as NodeJS.ErrnoException).code
+  return typeof code === 'string' && /CERT|TLS|UNABLE_TO_VERIFY/.test(code)
+}
+
+function unreachable (connection: RedisConnection, timeoutMs: number, cause: Error | undefined, final: boolean): RedisUnreachableError {
+  const address = redisAddress(connection)
+  const code = (cause as NodeJS.ErrnoException | undefined)?.code
+  let hint: string
+  if (cause instanceof ReplyError && /^(WRONGPASS|NOAUTH)/.test(cause?.message ?? '')) {
+    hint = 'Redis refused the credentials: give the right password (and user, with ACLs) in the URL, `redis://:password@host:port` or `redis://user:password@host:port`, or as ioredis options `password` and `username`'
+  } else if (cause instanceof ReplyError) {
+    hint = 'Redis refused a command of the connection\'s set-up: check the database number in the URL and the user\'s permissions'
+  } else if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
+    hint = 'the host name does not resolve: correct the host in option redis'
+  } else if (code === 'ECONNREFUSED') {
+    hint = 'nothing accepts connections there: start Redis, or correct the host and port in option redis'
+  } else if (cause !== undefined && final && isFinal(cause)) {
+    hint = 'the TLS handshake failed: check the certificate options (ioredis `tls`), or use redis:// for a Redis without TLS'
+  } else if (cause === undefined) {
+    hint = 'no answer: check the host, the port and any firewall between this process and Redis'
+  } else {
+    hint = 'check that Redis runs there and that option redis points at it'
+  }
+  const waited = final ? '' : `; start-up waited ${timeoutMs} ms for it (option connectTimeoutMs)`
+  const because = cause === undefined ? `no answer within ${timeoutMs} ms` : cause.message
+  return new RedisUnreachableError(NAME, `cannot connect to Redis at ${address} (${because}): ${hint}${waited}`, address, cause === undefined ? undefined : safeRedisError(cause))
 }
 
 export const atlasBroker = fp(brokerPlugin, { fastify: '5.x', name: NAME })

@@ -2,6 +2,7 @@ import fastifyRateLimit from '@fastify/rate-limit'
 import type { FastifyInstance } from 'fastify'
 import { Redis, type RedisOptions } from 'ioredis'
 import { Type } from '@sinclair/typebox'
+import { safeRedisError } from '../lib/redis-broker.js'
 import { redisConnection } from './options.js'
 import { WriteBehindCounters, writeBehindStore } from './write-behind-store.js'
 
@@ -47,7 +48,8 @@ export async function registerRateLimit (
     let reported = false
     const client = connection
     client
-      .on('error', (err: Error) => {
+      .on('error', (error: Error) => {
+        const err = safeRedisError(error)
         if (reported) scope.log.debug({ err, plugin }, 'atlas: rate-limit Redis still unreachable')
         else scope.log.warn({ err, plugin }, 'atlas: rate-limit Redis unreachable; requests go through uncounted until it is back')
         reported = true

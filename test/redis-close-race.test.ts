@@ -8,7 +8,7 @@
  */
 import t from 'tap'
 import type { Redis } from 'ioredis'
-import { SUBSCRIBER_NAMESPACE } from '../plugins/broker.js'
+import type { RedisBroker } from '../lib/redis-broker.js'
 import { connectClient, startInstance, tokenFor } from './helpers/app.js'
 import { startRedis } from './helpers/redis.js'
 import { startTcpProxy } from './helpers/tcp-proxy.js'
@@ -17,7 +17,7 @@ t.test('closing while the subscriber is mid-handshake after Redis came back leav
   const redis = await startRedis(t)
   const proxy = await startTcpProxy(t, redis.port)
   const instance = await startInstance(t, { databasePath: `${t.testdir()}/atlas.db`, redisUrl: proxy.url })
-  const subscriber: Redis = instance.app.redis[SUBSCRIBER_NAMESPACE]
+  const subscriber: Redis = (instance.app.atlasBroker as RedisBroker).subscriber
   // A subscribed team: the subscriber has a channel to re-subscribe after the reconnect.
   await connectClient(t, instance, await tokenFor('alice', ['red']), { teams: ['red'] })
 
