@@ -53,6 +53,17 @@ function record (client: AtlasClient): { errors: Array<{ code: string, message: 
 
 const FAST = { baseMs: 1, capMs: 5 }
 
+/** Resolves as `promise` does; fails when it has not settled in time. */
+async function within<T> (promise: Promise<T>, what: string, timeoutMs = 10_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`${what}: still pending after ${timeoutMs} ms`)) }, timeoutMs) })
+  try {
+    return await Promise.race([promise, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 /** Welcomed by the server (a store's start() can resolve earlier: the list comes over HTTP). */
 async function opened (client: AtlasClient): Promise<void> {
   await until('the client to be open', client, ['state'], () => client.state === 'open')
@@ -72,7 +83,7 @@ t.test('no credential (a cookie session): no Authorization header, no credential
     const client = new AtlasClient({ baseUrl: instance.baseUrl, teams: ['red'], fetch: spyFetch, WebSocket })
     t.teardown(() => { client.close() })
     client.connect()
-    await new TaskStore(client, 'red').start()
+    await within(new TaskStore(client, 'red').start(), 'start()')
     await opened(client)
     t.equal(client.userId, 'guest', `${name}: connected`)
     const upgrade = upgrades[before]
@@ -96,7 +107,7 @@ t.test('in Node (ws) the credential goes in the Authorization header; never in t
   const client = new AtlasClient({ baseUrl: instance.baseUrl, token, teams: ['red'] })
   t.teardown(() => { client.close() })
   client.connect()
-  await new TaskStore(client, 'red').start()
+  await within(new TaskStore(client, 'red').start(), 'start()')
   await opened(client)
   t.equal(client.userId, 'alice')
   t.equal(upgrades.length, 1)
@@ -114,7 +125,7 @@ t.test('a browser-like WebSocket (no headers) sends the credential as a subproto
   const client = new AtlasClient({ baseUrl: instance.baseUrl, token, teams: ['red'], WebSocket: control.WebSocket })
   t.teardown(() => { client.close() })
   client.connect()
-  await new TaskStore(client, 'red').start()
+  await within(new TaskStore(client, 'red').start(), 'start()')
   await opened(client)
   t.equal(client.userId, 'alice', 'the server authenticated the subprotocol credential')
   t.equal(upgrades[0].headers.authorization, undefined)
@@ -168,7 +179,7 @@ t.test('getToken: asked again after a refusal; a fresh token connects, the same 
   t.teardown(() => { client.close() })
   const seen = record(client)
   client.connect()
-  await new TaskStore(client, 'red').start()
+  await within(new TaskStore(client, 'red').start(), 'start()')
   await opened(client)
   t.equal(client.userId, 'alice')
   t.same(seen.errors.map((e) => e.code), ['unauthorized'])
@@ -201,7 +212,7 @@ t.test('credentials that expire on an open socket: 4001, a fresh token from getT
   const seqs: number[] = []
   client.on('event', (e) => seqs.push(e.seq))
   client.connect()
-  await new TaskStore(client, 'red').start()
+  await within(new TaskStore(client, 'red').start(), 'start()')
   await opened(client)
   t.equal((await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: bob, body: { title: 'before' } })).status, 201)
   await until('seq 1', client, ['event'], () => seqs.includes(1))
@@ -231,7 +242,7 @@ t.test('a team that is not the user\'s: start() rejects with forbidden_team, by 
   const err = await rejectionOf(new TaskStore(client, 'blue').start())
   t.ok(err instanceof AtlasClientError)
   t.match(err, { code: 'forbidden_team', teamId: 'blue' })
-  await new TaskStore(client, 'red').start()
+  await within(new TaskStore(client, 'red').start(), 'start()')
   // Asked for once she is known not to be a member: refused at once.
   t.match(await rejectionOf(new TaskStore(client, 'blue').start()), { code: 'forbidden_team', teamId: 'blue' })
 

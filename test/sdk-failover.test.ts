@@ -90,17 +90,18 @@ t.test('a dead first URL: the next one is tried at once, for the socket and the 
   t.equal(client.api.baseUrl, b.baseUrl, 'the list came from the live instance')
 })
 
-t.test('a base URL with a prefix: the socket is its /realtime', async (t) => {
+t.test('base URLs with a prefix: each socket is its /realtime', async (t) => {
   const app = Fastify()
   await app.register(atlasRealtime, { prefix: '/api', authenticate: jwtAuthenticator(TEST_SECRET), database: { databasePath: join(t.testdir(), 'atlas.db') } })
   const instance = await listenInstance(t, app)
   const control = controlledWebSocket()
-  const client = new AtlasClient({ baseUrl: `${instance.baseUrl}/api`, token: await tokenFor('alice', ['red']), WebSocket: control.WebSocket })
+  const client = new AtlasClient({ baseUrl: ['http://127.0.0.1:1/api', `${instance.baseUrl}/api`], token: await tokenFor('alice', ['red']), WebSocket: control.WebSocket, reconnect: { baseMs: 5, capMs: 20 } })
   t.teardown(() => { client.close() })
   client.connect()
   await new TaskStore(client, 'red').start()
   await until('open', client, ['state'], () => client.state === 'open')
-  t.equal(new URL(control.urls[0]).pathname, '/api/realtime')
+  t.same(control.urls.map((url) => new URL(url).pathname), ['/api/realtime', '/api/realtime'])
+  t.equal(client.api.baseUrl, `${instance.baseUrl}/api`)
 })
 
 t.test('realtimeUrl goes with a single baseUrl only', async (t) => {
