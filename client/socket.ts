@@ -6,13 +6,20 @@ import { BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL } from '../protocol/constants.js
  */
 export interface WebSocketLike {
   readonly readyState: number
-  onopen: ((event: unknown) => void) | null
-  onmessage: ((event: { data: unknown }) => void) | null
-  onclose: ((event: { code: number, reason: string }) => void) | null
-  onerror: ((event: unknown) => void) | null
+  onopen: Handler<unknown> | null
+  onmessage: Handler<{ data: unknown }> | null
+  onclose: Handler<{ code: number, reason: string }> | null
+  onerror: Handler<unknown> | null
   send (data: string): void
   close (code?: number, reason?: string): void
 }
+
+/**
+ * An event handler property. Its parameter is compared both ways (as a method's is), so that the
+ * DOM's WebSocket, whose handlers take an `Event`, `MessageEvent` or `CloseEvent`, is a
+ * WebSocketLike: with the default one-way check, `WebSocket: WebSocket` would not compile.
+ */
+type Handler<E> = { handle (event: E): void }['handle']
 
 /** The third constructor argument of a class that can set headers on the upgrade (the `ws` package's options). */
 export interface WebSocketUpgradeOptions {
