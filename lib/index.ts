@@ -5,8 +5,6 @@ export { TaskRepository, serializeEvent } from './repository.js'
 export type { MutationContext, MutationResult, RetentionPolicy, CommitListener } from './repository.js'
 export { openDatabase, defaultMigrationsFolder } from './db/open.js'
 export type { OpenDatabaseOptions, OpenedDatabase, AtlasDatabase } from './db/open.js'
-// The Drizzle tables; the wire schemas are atlas-realtime/protocol's.
-export * as tables from './db/schema.js'
 export type { Broker, BrokerHandlers } from './broker.js'
 export { MemoryBroker, MemoryBus } from './memory-broker.js'
 export { RedisBroker } from './redis-broker.js'

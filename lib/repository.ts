@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto'
 import type { Database, Statement } from 'better-sqlite3'
 import { and, asc, eq, lt, lte, sql } from 'drizzle-orm'
 import type { AtlasDatabase } from './db/open.js'
-import { events, mutations, tasks, teamSequences, type TaskRow } from './db/schema.js'
+import type { DrizzleDatabase } from './db/drizzle.js'
+import { events, mutations, revocations, tasks, teamSequences, type TaskRow } from './db/schema.js'
 import { InvalidCursorError, InvalidLimitError, InvalidTaskError, MutationIdConflictError, PreconditionFailedError, TaskNotFoundError } from './errors.js'
 import { createdTaskFields, TASK_FIELDS, type TaskField } from '../protocol/constants.js'
 import type { Task, TaskEvent, TaskInput, TaskPatch } from '../protocol/schemas.js'
@@ -37,8 +38,16 @@ export interface RetentionPolicy {
   maxEventsPerTeam?: number
   /** Drop events older than this many ms. */
   maxEventAgeMs?: number
-  /** Forget mutation ids older than this many ms. */
+  /** Forget mutation ids older than this many ms; revocations too (every instance applied them long before). */
   mutationIdTtlMs?: number
+}
+
+/** A revocation the host made: a user entirely (`teamId` null), or the user's membership of one team. */
+export interface Revocation {
+  /** Increasing: an instance applies the revocations after the last id it applied. */
+  id: number
+  userId: string
+  teamId: string | null
 }
 
 export type CommitListener = (event: LoggedEvent) => void
@@ -72,7 +81,7 @@ export interface TaskRepositoryOptions {
  * event after its transaction committed.
  */
 export class TaskRepository {
-  readonly #db: AtlasDatabase
+  readonly #db: DrizzleDatabase
   readonly #now: () => number
   readonly #listeners = new Set<CommitListener>()
 
@@ -94,9 +103,10 @@ export class TaskRepository {
   readonly #immediate: <T>(fn: () => T) => T
 
   constructor (db: AtlasDatabase, options: TaskRepositoryOptions = {}) {
-    this.#db = db
-    // drizzle() hands back its connection as $client (absent from the AtlasDatabase type).
-    const sqlite = (db as AtlasDatabase & { $client: Database }).$client
+    // The opaque public type is the Drizzle database openDatabase made; drizzle() hands back
+    // its connection as $client (absent from drizzle's type).
+    this.#db = db as unknown as DrizzleDatabase
+    const sqlite = (db as unknown as { $client: Database }).$client
     this.#q = {
       insertTask: sqlite.prepare(`insert into "tasks" ("id", "team_id", "title", "description", "status", "assignee", "due_date", "version", "created_at", "updated_at", "updated_by")
         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
@@ -254,8 +264,27 @@ export class TaskRepository {
         tx.update(teamSequences).set({ prunedThrough: cutoff }).where(eq(teamSequences.teamId, team.teamId)).run()
       }
       const forgotten = mutationIdTtlMs > 0 ? tx.delete(mutations).where(lt(mutations.createdAt, now - mutationIdTtlMs)).run().changes : 0
+      if (mutationIdTtlMs > 0) tx.delete(revocations).where(lt(revocations.createdAt, now - mutationIdTtlMs)).run()
       return { events: removed, mutationIds: forgotten }
     }, { behavior: 'immediate' })
+  }
+
+  /** Records a revocation; every instance applies it to its open sockets (see `revocationsAfter`). */
+  revoke (userId: string, teamId: string | null): Revocation {
+    const row = this.#db.insert(revocations).values({ userId, teamId, createdAt: this.#now() })
+      .returning({ id: revocations.id, userId: revocations.userId, teamId: revocations.teamId }).get()
+    return row
+  }
+
+  /** Revocations recorded after `afterId`, oldest first, at most `limit`. */
+  revocationsAfter (afterId: number, limit: number): Revocation[] {
+    return this.#db.select({ id: revocations.id, userId: revocations.userId, teamId: revocations.teamId })
+      .from(revocations).where(sql`${revocations.id} > ${afterId}`).orderBy(asc(revocations.id)).limit(limit).all()
+  }
+
+  /** The id of the last revocation recorded (0: none): an instance starting applies only later ones. */
+  lastRevocationId (): number {
+    return this.#db.select({ id: sql<number | null>`max(${revocations.id})` }).from(revocations).get()?.id ?? 0
   }
 
   #currentFor (tx: Transaction, teamId: string, taskId: string, context: MutationContext): TaskRow {
@@ -320,7 +349,7 @@ export class TaskRepository {
  * What a mutation's change runs its statements on: the database itself, inside the IMMEDIATE
  * transaction `#mutate` holds open on the same (synchronous) connection.
  */
-type Transaction = AtlasDatabase
+type Transaction = DrizzleDatabase
 type EventEnvelope = Pick<TaskEvent, 'teamId' | 'seq' | 'taskId' | 'actor' | 'at' | 'mutationId'>
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
 

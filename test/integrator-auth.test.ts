@@ -58,7 +58,7 @@ async function roundTrip (t: Test, options: AtlasClientOptions): Promise<AtlasCl
 
 /** Connects with a refused credential: the SDK must report unauthorized once and stop. */
 async function refused (t: Test, options: AtlasClientOptions): Promise<void> {
-  const client = new AtlasClient({ teams: ['red'], reconnect: { maxAttempts: 5, baseMs: 10, maxMs: 20 }, ...options })
+  const client = new AtlasClient({ teams: ['red'], reconnect: { maxAttempts: 5, baseMs: 10, capMs: 20 }, ...options })
   t.teardown(() => { client.close() })
   const errors: string[] = []
   client.on('error', ({ code }) => { errors.push(code) })

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3'
-import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3'
+import { drizzle } from 'drizzle-orm/better-sqlite3'
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator'
 import { fileURLToPath } from 'node:url'
 import { existsSync, mkdirSync } from 'node:fs'
@@ -7,7 +7,13 @@ import { dirname } from 'node:path'
 import * as schema from './schema.js'
 import { WalCheckpointer } from './checkpointer.js'
 
-export type AtlasDatabase = BetterSQLite3Database<typeof schema>
+declare const kAtlasDatabase: unique symbol
+/**
+ * An open Atlas database, to hand to `new TaskRepository(db)`. Opaque on purpose: drizzle-orm's
+ * own declarations do not compile under `skipLibCheck: false`, so no public declaration of the
+ * package names them (use `OpenedDatabase.sqlite` for raw SQL).
+ */
+export interface AtlasDatabase { readonly [kAtlasDatabase]: true }
 
 /** The committed drizzle-kit migrations, found relative to this file both in source and in dist/. */
 export function defaultMigrationsFolder (): string {
@@ -61,7 +67,7 @@ export function openDatabase (options: OpenDatabaseOptions): OpenedDatabase {
     : new WalCheckpointer(sqlite, { path, intervalMs: checkpointIntervalMs, busyTimeoutMs, onFailure: options.onCheckpointFailure })
   return {
     sqlite,
-    db,
+    db: db as unknown as AtlasDatabase,
     close: async () => {
       if (sqlite.open) sqlite.close()
       await checkpointer?.close()

@@ -60,3 +60,16 @@ export const mutations = sqliteTable('mutations', {
 ])
 
 export type TaskRow = typeof tasks.$inferSelect
+
+// Revocations the host made (`atlasRevoke`): a user entirely (team_id null), or one membership.
+// The database, not the broker, is the authority: a broker message only says "read revocations
+// after the last you applied", so nobody who can publish on the broker can revoke anyone, and
+// an instance that missed the message (Redis down) catches up when its subscription returns.
+export const revocations = sqliteTable('revocations', {
+  id: integer('id').primaryKey({ autoIncrement: true }),
+  userId: text('user_id').notNull(),
+  teamId: text('team_id'),
+  createdAt: integer('created_at').notNull()
+}, (t) => [
+  index('revocations_created_idx').on(t.createdAt)
+])

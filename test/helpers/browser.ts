@@ -17,11 +17,13 @@ export function browserTestProblem (): string | undefined {
   if (!existsSync(CHROMIUM_PATH)) {
     return `Chromium is missing at ${CHROMIUM_PATH}: apt-get install chromium (the CI script installs it), or set CHROMIUM_PATH`
   }
-  // The page loads the compiled SDK (and the protocol constants it imports) from dist/: an old
-  // build would test old code.
-  for (const folder of ['client', 'protocol']) {
-    for (const file of readdirSync(`${root}${folder}`).filter((f) => f.endsWith('.ts'))) {
-      const js = `dist/${folder}/${file.replace(/\.ts$/, '.js')}`
+  // The page loads the compiled SDK (and the protocol constants it imports) from the client
+  // package's build, client/dist/: an old build would test old code.
+  // Of protocol/, the page loads only constants.js (the SDK's one runtime import there).
+  const sources = { client: readdirSync(`${root}client`).filter((f) => f.endsWith('.ts')), protocol: ['constants.ts'] }
+  for (const [folder, files] of Object.entries(sources)) {
+    for (const file of files) {
+      const js = `client/dist/${folder}/${file.replace(/\.ts$/, '.js')}`
       if (!existsSync(`${root}${js}`)) return `${js} is missing: run npm run build (npm test does it first)`
       if (statSync(`${root}${js}`).mtimeMs < statSync(`${root}${folder}/${file}`).mtimeMs) return `${js} is older than its source: run npm run build`
     }
