@@ -285,7 +285,7 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
       this.#stopping = new AtlasClientError('unauthorized', `atlas client: the credential was refused (${message}); ${why}`)
       return 'stop'
     }
-    if (!this.#credential.renewable) return stop(this.#attemptToken === undefined ? 'none was given (token or getToken)' : 'no getToken to ask for a fresh one')
+    if (!this.#credential.renewable) return stop(refused === undefined ? 'none was given (token or getToken)' : 'no getToken to ask for a fresh one')
     let fresh: string | undefined
     try {
       fresh = await this.#credential.current()
@@ -427,15 +427,26 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
 }
 
 function targetsOf (options: AtlasClientOptions): Target[] {
-  const given = options.baseUrl ?? (globalThis as { location?: { origin: string } }).location?.origin
+  const page = (globalThis as { location?: { href: string, origin: string } }).location
+  const given = options.baseUrl ?? page?.origin
   if (given === undefined) throw new TypeError('atlas client: baseUrl is required outside a browser')
-  const bases = typeof given === 'string' ? [given] : [...given]
-  if (bases.length === 0 || !bases.every((base) => typeof base === 'string' && /^https?:\/\//i.test(base))) {
+  // In a page a relative base (`/api`) is the page's own origin's.
+  const bases = (typeof given === 'string' ? [given] : [...given]).map((base) => absolute(base, page?.href))
+  if (bases.length === 0 || !bases.every((base) => base !== undefined && /^https?:\/\//i.test(base))) {
     throw new TypeError('atlas client: baseUrl must be an http(s) URL or a non-empty list of them')
   }
   if (options.realtimeUrl !== undefined && bases.length > 1) throw new TypeError('atlas client: realtimeUrl goes with a single baseUrl; with a list, each socket is its baseUrl + /realtime')
-  return bases.map((base) => {
+  return (bases as string[]).map((base) => {
     const http = base.replace(/\/+$/, '')
     return { http, ws: options.realtimeUrl ?? `${http.replace(/^http/i, 'ws')}/realtime` }
   })
+}
+
+function absolute (base: unknown, pageHref: string | undefined): string | undefined {
+  if (typeof base !== 'string') return undefined
+  try {
+    return new URL(base, pageHref).href
+  } catch {
+    return undefined
+  }
 }
