@@ -15,7 +15,37 @@ export interface Broker {
   unsubscribe (teamId: string): Promise<void>
   /** Registers the receiver of other instances' events and of reconnect notices. */
   attach (handlers: BrokerHandlers): void
+  /**
+   * Tells the other instances that something under `topic` changed in the database. A signal
+   * carries nothing else, on a channel of its own (never mixed with team events): the receiver
+   * reads the change from the database, so whoever can publish on the broker can make instances
+   * read, never make them act. Rejects when the broker cannot take it now.
+   */
+  signal (topic: string): Promise<void>
+  /** Adds a receiver of other instances' signals (several may watch). */
+  watchSignals (watcher: SignalWatcher): void
   close (): Promise<void>
+}
+
+export interface SignalWatcher {
+  /** Another instance signalled `topic`. */
+  onSignal (topic: string): void
+  /**
+   * Signals sent in between may be gone (the subscription was lost and is back), or a signal
+   * that failed can be sent now (the publisher is back): read the database again.
+   */
+  onResubscribed (): void
+}
+
+/** Wire form of a signal: `<instanceId> <topic>`. */
+export function encodeSignal (instanceId: string, topic: string): string {
+  return `${instanceId} ${topic}`
+}
+
+export function decodeSignal (message: string): { origin: string, topic: string } | undefined {
+  const space = message.indexOf(' ')
+  if (space <= 0 || space === message.length - 1) return undefined
+  return { origin: message.slice(0, space), topic: message.slice(space + 1) }
 }
 
 export interface BrokerHandlers {

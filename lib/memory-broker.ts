@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { Broker, BrokerHandlers } from './broker.js'
+import type { Broker, BrokerHandlers, SignalWatcher } from './broker.js'
 import type { LoggedEvent } from './types.js'
 
 /**
@@ -16,6 +16,12 @@ export class MemoryBus {
       if (member !== from) member.receive(event)
     }
   }
+
+  signal (from: MemoryBroker, topic: string): void {
+    for (const member of this.#members) {
+      if (member !== from) member.receiveSignal(topic)
+    }
+  }
 }
 
 export class MemoryBroker implements Broker {
@@ -23,6 +29,7 @@ export class MemoryBroker implements Broker {
   readonly #bus: MemoryBus
   readonly #teams = new Set<string>()
   #handlers: BrokerHandlers | undefined
+  readonly #watchers = new Set<SignalWatcher>()
 
   constructor (options: { bus?: MemoryBus, instanceId?: string } = {}) {
     this.instanceId = options.instanceId ?? randomUUID()
@@ -42,7 +49,18 @@ export class MemoryBroker implements Broker {
     if (this.#teams.has(event.teamId)) this.#handlers?.onEvent(event)
   }
 
+  async signal (topic: string): Promise<void> {
+    queueMicrotask(() => this.#bus.signal(this, topic))
+  }
+
+  watchSignals (watcher: SignalWatcher): void { this.#watchers.add(watcher) }
+
+  /** @internal called by the bus */
+  receiveSignal (topic: string): void {
+    for (const watcher of this.#watchers) watcher.onSignal(topic)
+  }
+
   async subscribe (teamId: string): Promise<void> { this.#teams.add(teamId) }
   async unsubscribe (teamId: string): Promise<void> { this.#teams.delete(teamId) }
-  async close (): Promise<void> { this.#bus.leave(this); this.#teams.clear() }
+  async close (): Promise<void> { this.#bus.leave(this); this.#teams.clear(); this.#watchers.clear() }
 }

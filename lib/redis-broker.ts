@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto'
 import type { Redis, RedisOptions } from 'ioredis'
-import { decodeBrokerMessage, encodeBrokerMessage, type Broker, type BrokerHandlers } from './broker.js'
+import { decodeBrokerMessage, decodeSignal, encodeBrokerMessage, encodeSignal, type Broker, type BrokerHandlers, type SignalWatcher } from './broker.js'
 import type { LoggedEvent } from './types.js'
 
 /** Channel prefix when none is given (atlasBroker's `channelPrefix` documents it). */
 export const DEFAULT_CHANNEL_PREFIX = 'atlas:team:'
+/** Channel of signals when none is given (atlasBroker's `controlChannel` documents it). */
+export const DEFAULT_CONTROL_CHANNEL = 'atlas:control'
 
 export interface RedisBrokerOptions {
   /** Connection used for PUBLISH. */
@@ -13,6 +15,8 @@ export interface RedisBrokerOptions {
   subscriber: Redis
   /** Channel of team T is `${channelPrefix}${T}`. */
   channelPrefix?: string
+  /** Channel of signals; must not start with `channelPrefix`. */
+  controlChannel?: string
   instanceId?: string
 }
 
@@ -27,8 +31,10 @@ export class RedisBroker implements Broker {
   readonly #publisher: Redis
   readonly #subscriber: Redis
   readonly #prefix: string
+  readonly #control: string
   readonly #teams = new Set<string>()
   #handlers: BrokerHandlers | undefined
+  readonly #watchers = new Set<SignalWatcher>()
   #closed = false
 
   constructor (options: RedisBrokerOptions) {
@@ -42,6 +48,12 @@ export class RedisBroker implements Broker {
     // process down. It is read at each 'ready', so turning it off here covers a client made elsewhere.
     this.#subscriber.options.autoResubscribe = false
     this.#prefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX
+    this.#control = options.controlChannel ?? DEFAULT_CONTROL_CHANNEL
+    if (this.#control.startsWith(this.#prefix)) throw new TypeError(`RedisBroker: controlChannel ${this.#control} starts with channelPrefix ${this.#prefix}: a team's events and signals must not share channels`)
+    // Both connections are ready before the broker is made, so any later 'ready' is a reconnect.
+    this.#subscriber.on('message', this.#onMessage)
+    this.#subscriber.on('ready', this.#onSubscriberReady)
+    this.#publisher.on('ready', this.#onPublisherReady)
   }
 
   /** The connection used for PUBLISH (for diagnostics and tests). */
@@ -52,10 +64,20 @@ export class RedisBroker implements Broker {
 
   attach (handlers: BrokerHandlers): void {
     this.#handlers = handlers
-    this.#subscriber.on('message', this.#onMessage)
-    // Both connections are ready before attach, so any later 'ready' is a reconnect.
-    this.#subscriber.on('ready', this.#onSubscriberReady)
-    this.#publisher.on('ready', this.#onPublisherReady)
+  }
+
+  async signal (topic: string): Promise<void> {
+    if (this.#publisher.status !== 'ready') throw new Error(`Redis publisher is ${this.#publisher.status}`)
+    await this.#publisher.publish(this.#control, encodeSignal(this.instanceId, topic))
+  }
+
+  watchSignals (watcher: SignalWatcher): void {
+    const first = this.#watchers.size === 0
+    this.#watchers.add(watcher)
+    // Not connected: the 'ready' handler subscribes the control channel with the teams.
+    if (first && this.#subscriber.status === 'ready') {
+      this.#subscriber.subscribe(this.#control).catch(() => { /* the next 'ready' subscribes it */ })
+    }
   }
 
   async publish (event: LoggedEvent): Promise<void> {
@@ -84,9 +106,16 @@ export class RedisBroker implements Broker {
     this.#subscriber.off('ready', this.#onSubscriberReady)
     this.#publisher.off('ready', this.#onPublisherReady)
     this.#teams.clear()
+    this.#watchers.clear()
   }
 
   readonly #onMessage = (channel: string, message: string): void => {
+    if (channel === this.#control) {
+      const signal = decodeSignal(message)
+      if (signal === undefined || signal.origin === this.instanceId) return
+      for (const watcher of this.#watchers) watcher.onSignal(signal.topic)
+      return
+    }
     if (!channel.startsWith(this.#prefix)) return
     const decoded = decodeBrokerMessage(channel.slice(this.#prefix.length), message)
     if (decoded === undefined || decoded.origin === this.instanceId) return
@@ -97,14 +126,17 @@ export class RedisBroker implements Broker {
     // Only our own SUBSCRIBE's reply proves the subscription is live again; the catch-up read
     // must come after that, not before.
     const channels = [...this.#teams].map((t) => this.#prefix + t)
+    if (this.#watchers.size > 0) channels.push(this.#control)
     const resubscribed = channels.length === 0 ? Promise.resolve() : this.#subscriber.subscribe(...channels)
-    resubscribed.then(() => {
-      if (!this.#closed) this.#handlers?.onResubscribed()
-    }, () => { /* the connection dropped again; the next 'ready' retries */ })
+    resubscribed.then(() => { this.#resubscribed() }, () => { /* the connection dropped again; the next 'ready' retries */ })
   }
 
-  readonly #onPublisherReady = (): void => {
-    if (!this.#closed) this.#handlers?.onResubscribed()
+  readonly #onPublisherReady = (): void => { this.#resubscribed() }
+
+  #resubscribed (): void {
+    if (this.#closed) return
+    this.#handlers?.onResubscribed()
+    for (const watcher of this.#watchers) watcher.onResubscribed()
   }
 }
 

@@ -4,7 +4,7 @@ import { Redis, ReplyError, type RedisOptions } from 'ioredis'
 import type { Broker } from '../lib/broker.js'
 import { RedisUnreachableError } from '../lib/errors.js'
 import { MemoryBroker, type MemoryBus } from '../lib/memory-broker.js'
-import { DEFAULT_CHANNEL_PREFIX, RedisBroker, redisAddress, safeRedisError, type RedisConnection } from '../lib/redis-broker.js'
+import { DEFAULT_CHANNEL_PREFIX, DEFAULT_CONTROL_CHANNEL, RedisBroker, redisAddress, safeRedisError, type RedisConnection } from '../lib/redis-broker.js'
 import { Type } from '@sinclair/typebox'
 import { group, integer, opaqueObject, optionError, optionsChecker, redisConnection, string, type OptionsOf } from './options.js'
 
@@ -19,6 +19,10 @@ export const AtlasBrokerOptionsSchema = group({
     description: 'With `redis`: how long start-up waits, in ms, for its two connections. Meanwhile a refused or unresolved connection is retried (Redis may be starting next to this process); past it, or at once when Redis refuses the credentials (`WRONGPASS`, `NOAUTH`) or the TLS handshake fails, registration fails with an error coded `ATLAS_ERR_REDIS_UNREACHABLE` naming the address (password shown as `***`), the cause (e.g. `connect ECONNREFUSED 127.0.0.1:6379`) and what to do. Keep it below Fastify\'s `pluginTimeout` (10 s by default), which would otherwise fail start-up first with a message that names neither. Once started, Redis going away fails nothing: events are relayed when it is back.'
   })),
   channelPrefix: Type.Optional(string({ default: DEFAULT_CHANNEL_PREFIX, description: 'Team `T` publishes on channel `${channelPrefix}T`.' })),
+  controlChannel: Type.Optional(string({
+    default: DEFAULT_CONTROL_CHANNEL,
+    description: 'The channel of signals between instances (a revocation was recorded: read it from the database). Never a team\'s channel: it must not start with `channelPrefix`. A signal carries no authority, only "read the database".'
+  })),
   memoryBus: Type.Optional(opaqueObject<MemoryBus>({
     defaultText: 'a private bus',
     description: 'In-process only: brokers on the same `MemoryBus` reach each other (several instances in one process, as in tests). Excludes `redis`.'
@@ -61,7 +65,10 @@ const brokerPlugin: FastifyPluginAsync<AtlasBrokerOptions> = async (fastify, raw
     const publisher = createClient(redis, { enableAutoPipelining: true }, { connectionName: 'atlas-publisher' })
     const subscriber = createClient(redis, {}, { connectionName: 'atlas-subscriber' })
     await whenReady([publisher, subscriber], redis, options.connectTimeoutMs)
-    broker = new RedisBroker({ publisher, subscriber, channelPrefix: options.channelPrefix, instanceId: options.instanceId })
+    if (options.controlChannel.startsWith(options.channelPrefix)) {
+      throw optionError(NAME, `option controlChannel (${options.controlChannel}) must not start with channelPrefix (${options.channelPrefix}): it would be a team's channel`)
+    }
+    broker = new RedisBroker({ publisher, subscriber, channelPrefix: options.channelPrefix, controlChannel: options.controlChannel, instanceId: options.instanceId })
     // Once started, ioredis reports each failed reconnect attempt as an 'error' event and, with
     // no listener, prints "[ioredis] Unhandled error event" to stderr every time. Log the first
     // error of an outage as a warning, the retries at debug.

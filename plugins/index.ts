@@ -10,6 +10,7 @@ import { atlasHub, AtlasHubOptionsSchema, type AtlasHubOptions } from './hub.js'
 import { atlasRepository, AtlasRepositoryOptionsSchema, type AtlasRepositoryOptions } from './repository.js'
 import { atlasTaskRoutes, AtlasTaskRoutesOptionsSchema, type AtlasTaskRoutesOptions } from './task-routes.js'
 import { atlasUpgradeGuard } from './upgrade-guard.js'
+import { atlasRevocations, type AtlasRevocationsOptions, type RevocationTarget } from './revocations.js'
 import { atlasWebSocket, AtlasWebSocketOptionsSchema, RECOMMENDED_MAX_PAYLOAD, type AtlasWebSocketOptions } from './websocket.js'
 import { group, handedOn, integer, optionError, optionsChecker, string, type OptionsOf } from './options.js'
 
@@ -87,6 +88,7 @@ const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fas
     await fastify.register(fastifyWebsocket, { options: { maxPayload, handleProtocols: atlasHandleProtocols }, preClose: atlasWebSocketPreClose })
   }
   await fastify.register(atlasWebSocket, websocket)
+  await fastify.register(atlasRevocations)
   if (routes !== false) await fastify.register(atlasTaskRoutes, { rateLimitRedis, ...routes })
 }
 
@@ -114,7 +116,8 @@ export default atlasRealtime
 
 export { requireTeam } from './auth.js'
 export { accessTokenOf } from './credentials.js'
-export { atlasAuth, atlasBroker, atlasCredentials, atlasHub, atlasRepository, atlasTaskRoutes, atlasUpgradeGuard, atlasWebSocket }
+export { atlasAuth, atlasBroker, atlasCredentials, atlasHub, atlasRepository, atlasRevocations, atlasTaskRoutes, atlasUpgradeGuard, atlasWebSocket }
+export type { AtlasRevocationsOptions, RevocationTarget }
 export type { Authenticate, AuthenticateToken, AtlasAuthOptions, AtlasBrokerOptions, AtlasHubOptions, AtlasRepositoryOptions, AtlasTaskRoutesOptions, AtlasWebSocketOptions }
 export { MUTATION_ID_HEADER, etagOf, parseIfMatch } from './task-routes.js'
 export * from '../lib/index.js'

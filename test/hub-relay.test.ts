@@ -26,6 +26,8 @@ class GatedBroker implements Broker {
 
   async subscribe (): Promise<void> {}
   async unsubscribe (): Promise<void> {}
+  async signal (): Promise<void> {}
+  watchSignals (): void {}
   async close (): Promise<void> {}
   /** Resolves once `count` publishes have been asked for; fails after `timeoutMs`. */
   async calledTimes (count: number, timeoutMs = 5000): Promise<void> {
