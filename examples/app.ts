@@ -3,7 +3,10 @@ import fastifyStatic from '@fastify/static'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { atlasClientAssets, atlasRealtime, type AtlasRealtimeOptions } from '../plugins/index.js'
-import { jwtAuthenticator } from './jwt-auth.js'
+import { timingSafeEqual } from 'node:crypto'
+import { Type, type Static } from '@sinclair/typebox'
+import { TeamId } from '../protocol/schemas.js'
+import { jwtAuthenticator, jwtVerifier } from './jwt-auth.js'
 
 export interface ExampleConfig {
   databasePath: string
@@ -19,6 +22,11 @@ export interface ExampleConfig {
    * without this option the route does not exist.
    */
   demoTokens?: DemoToken[]
+  /**
+   * The operator's credential for the admin routes (`POST /admin/revocations`), sent as
+   * `Authorization: Bearer …`. Without it those routes do not exist.
+   */
+  adminToken?: string
 }
 
 export interface DemoToken {
@@ -36,6 +44,8 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
   await app.register(atlasRealtime, {
     ...config.realtime,
     authenticate: jwtAuthenticator(config.jwtSecret),
+    // The same check of a bare token: open sockets take a fresh JWT without reconnecting.
+    authenticateToken: jwtVerifier(config.jwtSecret),
     database: { databasePath: config.databasePath },
     broker: { ...config.realtime?.broker, redis: config.redisUrl }
   })
@@ -54,8 +64,38 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
     const tokens = config.demoTokens.map(({ userId, teams, token }) => ({ userId, teams, token }))
     app.get('/demo/tokens', async (_request, reply) => reply.header('cache-control', 'no-store').send({ users: tokens }))
   }
+  if (config.adminToken !== undefined) registerAdminRoutes(app, config.adminToken)
   app.get('/health', async () => ({ ok: true, connections: app.atlasConnections.connectionCount }))
   return app
+}
+
+const RevocationBody = Type.Object({
+  userId: Type.String({ minLength: 1, maxLength: 128 }),
+  teamId: Type.Optional(TeamId)
+}, { additionalProperties: false })
+
+/**
+ * An operator cuts a user off, or takes one team from them, on the sockets of every instance.
+ * (A real API would also stop accepting the user's tokens; the example's JWTs simply run out.)
+ */
+function registerAdminRoutes (app: FastifyInstance, adminToken: string): void {
+  const expected = Buffer.from(`Bearer ${adminToken}`)
+  const isAdmin = (authorization: string | undefined): boolean => {
+    const given = Buffer.from(authorization ?? '')
+    return given.length === expected.length && timingSafeEqual(given, expected)
+  }
+  app.post<{ Body: Static<typeof RevocationBody> }>('/admin/revocations', {
+    // Before the body is read: a stranger learns nothing, not even what the body should be.
+    onRequest: async (request, reply) => {
+      if (isAdmin(request.headers.authorization)) return
+      await reply.code(401).header('www-authenticate', 'Bearer realm="atlas-admin"')
+        .send({ statusCode: 401, code: 'UNAUTHORIZED', error: 'Unauthorized', message: 'The admin token is required' })
+    },
+    schema: { body: RevocationBody }
+  }, async (request, reply) => {
+    await app.atlasRevoke(request.body)
+    return await reply.code(204).send()
+  })
 }
 
 const revalidated = {

@@ -90,3 +90,22 @@ t.test('how long a revocation takes to reach the other instance over Redis (p50/
   t.comment(`revocation from instance A to a socket closed on instance B over Redis: p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${latencies[COUNT - 1].toFixed(2)} ms (n=${COUNT})`)
   t.equal(latencies.length, COUNT)
 })
+
+t.test('the example\'s admin route revokes, behind its own credential', async (t) => {
+  const instance = await startInstance(t, { databasePath: `${t.testdir()}/atlas.db`, adminToken: 'operator-secret' })
+  const alice = await connectClient(t, instance, await tokenFor('alice', ['red']))
+  const post = async (authorization: string | undefined, body: unknown): Promise<Response> => await fetch(`${instance.baseUrl}/admin/revocations`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(authorization === undefined ? {} : { authorization }) },
+    body: JSON.stringify(body)
+  })
+  t.equal((await post(undefined, { userId: 'alice' })).status, 401, 'no admin credential')
+  t.equal((await post(`Bearer ${await tokenFor('alice', ['red'])}`, { userId: 'alice' })).status, 401, 'a user\'s token is no admin credential')
+  t.equal((await post(undefined, { nonsense: true })).status, 401, 'refused before the body is looked at')
+  t.equal((await post('Bearer operator-secret', { userId: 'alice', teamId: 'no*team' })).status, 400)
+  t.equal(alice.socket.readyState, 1)
+  t.equal((await post('Bearer operator-secret', { userId: 'alice' })).status, 204)
+  t.same(await alice.closed, { code: 4004, reason: 'revoked' })
+  const none = await startInstance(t, { databasePath: `${t.testdir()}/none.db` })
+  t.equal((await fetch(`${none.baseUrl}/admin/revocations`, { method: 'POST' })).status, 404, 'no admin token configured: no admin route')
+})
