@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify'
 import fastifyStatic from '@fastify/static'
 import { existsSync } from 'node:fs'
+import type { ServerOptions as HttpsOptions } from 'node:https'
 import { fileURLToPath } from 'node:url'
 import { atlasClientAssets, atlasRealtime, type AtlasRealtimeOptions } from '../plugins/index.js'
 import { timingSafeEqual } from 'node:crypto'
@@ -23,6 +24,19 @@ export interface ExampleConfig {
    */
   demoTokens?: DemoToken[]
   /**
+   * Serve HTTPS, and so WSS, with this key and certificate (PEM) instead of plain HTTP
+   * (server.ts reads them from TLS_KEY and TLS_CERT). HTTP/1.1: the upgrade needs it.
+   */
+  https?: HttpsOptions
+  /**
+   * HSTS: responses to HTTPS requests carry `Strict-Transport-Security: max-age=<this>;
+   * includeSubDomains` (default one year; `0` tells browsers to forget it). Never sent over
+   * plain HTTP, where RFC 6797 has browsers ignore it.
+   */
+  hstsMaxAgeSeconds?: number
+  /** Fastify's trustProxy: behind a proxy, request.ip, .protocol and .host come from X-Forwarded-*. */
+  trustProxy?: FastifyServerOptions['trustProxy']
+  /**
    * The operator's credential for the admin routes (`POST /admin/revocations`), sent as
    * `Authorization: Bearer …`. Without it those routes do not exist.
    */
@@ -39,7 +53,15 @@ export interface DemoToken {
 export async function buildExampleApp (config: ExampleConfig): Promise<FastifyInstance> {
   const app = Fastify({
     // Logs URLs as they are: atlas-credentials already took the access_token out of them.
-    logger: config.logger ?? false
+    logger: config.logger ?? false,
+    trustProxy: config.trustProxy ?? false,
+    https: config.https ?? null
+    // Only app.server's type differs between HTTP and HTTPS: nothing here uses it.
+  }) as unknown as FastifyInstance
+  const hsts = `max-age=${config.hstsMaxAgeSeconds ?? 31_536_000}; includeSubDomains`
+  // request.protocol is 'https' on a TLS socket, or by X-Forwarded-Proto from a trusted proxy.
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.protocol === 'https') reply.header('strict-transport-security', hsts)
   })
   await app.register(atlasRealtime, {
     ...config.realtime,
