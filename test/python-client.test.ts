@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { startInstance, tokenFor } from './helpers/app.js'
@@ -111,6 +113,7 @@ t.test('the Python client built from docs/protocol.md follows, filters and resum
   // The WebSocket layer: a server protocol ping is answered with a pong carrying its payload, and
   // a 100 KB frame (64-bit length) of an unknown type is read and ignored.
   const [server] = instance.app.websocketServer.clients
+  t.equal(server.protocol, 'atlas.v1', 'the client offered atlas.v1 and the server selected it')
   const pong = new Promise<string>((resolve) => { server.once('pong', (data: Buffer) => { resolve(data.toString()) }) })
   server.send(JSON.stringify({ type: 'x-test-unknown', pad: 'x'.repeat(100_000) }))
   server.ping('probe-1')
@@ -154,11 +157,12 @@ t.test('the Python client stops on a refused upgrade and is bounded in time', as
   const dir = t.testdir()
   const instance = await startInstance(t, { databasePath: `${dir}/atlas.db` })
   const refused = spawnClient(t, ['--url', instance.baseUrl, '--token', 'not-a-jwt', '--json', '--timeout', '20'])
-  t.equal(await refused.exited, 1, 'a 401 upgrade is fatal (no reconnect loop)')
-  t.ok(refused.log.some((l) => l.includes('upgrade refused: 401') && l.includes('UNAUTHORIZED')), 'the 401 and its error body are reported')
+  // It offers atlas.v1, so the server tells the refusals by close code after the handshake.
+  t.equal(await refused.exited, 1, 'a refused credential (4001) is fatal (no reconnect loop)')
+  t.ok(refused.log.some((l) => l.includes('fatal: closed 4001 unauthorized:')), 'the 4001 and its reason are reported')
   const forbidden = spawnClient(t, ['--url', instance.baseUrl, '--token', await tokenFor('carol', ['blue']), '--teams', 'red', '--json', '--timeout', '20'])
-  t.equal(await forbidden.exited, 1, 'a 403 upgrade is fatal')
-  t.ok(forbidden.log.some((l) => l.includes('upgrade refused: 403') && l.includes('FORBIDDEN_TEAM')), 'FORBIDDEN_TEAM is reported')
+  t.equal(await forbidden.exited, 1, 'a refused team (4003) is fatal')
+  t.ok(forbidden.log.some((l) => l.includes('fatal: closed 4003 forbidden_team: red')), 'the 4003 and the team are reported')
   const idle = spawnClient(t, ['--url', instance.baseUrl, '--token', await tokenFor('dave', ['red', 'blue']), '--max-events', '1', '--timeout', '1.5', '--json'])
   t.equal(await idle.exited, 2, '--timeout ends a client that did not get its events, with status 2')
   t.ok(idle.log.some((l) => l.includes('ready team=red')) && idle.log.some((l) => l.includes('ready team=blue')), 'without --teams, all teams of the welcome are loaded')
@@ -180,4 +184,33 @@ t.test('the Python client loads a list of several pages', async (t) => {
   await post('live 2')
   t.equal(await py.exited, 0)
   t.same(py.events.map((e) => e.seq), [9, 10], 'then the events after it')
+})
+
+t.test('the Python client sends its token in the Authorization header and offers atlas.v1, never in the URL', async (t) => {
+  // A bare TCP listener in the server's place: what the client writes is the upgrade as sent.
+  const heads: string[] = []
+  const listener = createServer((socket) => {
+    let head = ''
+    socket.on('data', (chunk: Buffer) => {
+      head += chunk.toString('latin1')
+      if (!head.includes('\r\n\r\n')) return
+      heads.push(head.split('\r\n\r\n')[0])
+      socket.end('HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n')
+    })
+  })
+  listener.listen(0, '127.0.0.1')
+  await once(listener, 'listening')
+  t.teardown(() => { listener.close() })
+  const base = `http://127.0.0.1:${(listener.address() as AddressInfo).port}`
+  const token = await tokenFor('pat', ['red'])
+  const py = spawnClient(t, ['--url', base, '--token', token, '--teams', 'red', '--timeout', '10', '--json'])
+  await py.waitFor('the upgrade request', () => heads.length >= 1)
+  py.child.kill('SIGKILL')
+  const [requestLine, ...headerLines] = heads[0].split('\r\n')
+  const headers = new Map(headerLines.map((line) => [line.slice(0, line.indexOf(':')).toLowerCase(), line.slice(line.indexOf(':') + 1).trim()]))
+  t.equal(requestLine, 'GET /realtime?teams=red HTTP/1.1', 'no credential in the request line')
+  t.equal(headers.get('authorization'), `Bearer ${token}`, 'the token in the Authorization header')
+  t.equal(headers.get('sec-websocket-protocol'), 'atlas.v1', 'atlas.v1 offered, and no credential entry beside it')
+  t.equal(headers.get('host'), base.slice('http://'.length), 'Host names the port')
+  t.notOk(py.log.some((l) => l.includes(token)), 'the token is never logged')
 })

@@ -4,8 +4,11 @@
 Built from docs/protocol.md alone: a small RFC 6455 WebSocket client over `socket`, and on
 top of it the protocol's client algorithm (load, stay current, resume, resync).
 
-    python3 atlas_client.py --url http://127.0.0.1:3000 --token TOKEN [--teams red] \
-        [--max-events N] [--timeout S] [--json]
+    python3 atlas_client.py --url https://127.0.0.1:3000 --token TOKEN [--teams red] \
+        [--cafile ca.pem] [--max-events N] [--timeout S] [--json]
+
+The token travels in the `Authorization: Bearer` header, on the upgrade as on HTTP calls, never
+in a URL. `--cafile` trusts a private CA for https:// and wss:// (default: the system's CAs).
 
 Applied events go to stdout (one JSON line each with --json); diagnostics go to stderr.
 """
@@ -36,6 +39,9 @@ def log(msg: str) -> None:
 
 # --------------------------------------------------------------------------- WebSocket layer
 
+SUBPROTOCOL = 'atlas.v1'
+
+
 class UpgradeRefused(Exception):
     """The server answered the upgrade with a plain HTTP response (401, 400, 403, ...)."""
 
@@ -53,19 +59,30 @@ class ConnectionClosed(Exception):
 
 
 class WebSocket:
-    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 10.0):
+    """`protocols`: subprotocols offered (Sec-WebSocket-Protocol); the server must pick one of them
+    or none (`self.protocol`). `context`: the TLS trust for wss:// (default: the system's CAs)."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 10.0,
+                 protocols: list[str] | None = None, context: ssl.SSLContext | None = None):
         u = urllib.parse.urlsplit(url)
         secure = u.scheme == 'wss'
         port = u.port or (443 if secure else 80)
         sock = socket.create_connection((u.hostname, port), timeout=timeout)
         if secure:
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=u.hostname)
+            # Verifies the chain and that the certificate names u.hostname (its subjectAltName).
+            try:
+                sock = (context or ssl.create_default_context()).wrap_socket(sock, server_hostname=u.hostname)
+            except BaseException:
+                sock.close()
+                raise
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock, self.buf, self.closed = sock, b'', False
+        self.sock, self.buf, self.closed, self.protocol = sock, b'', False, None
         key = base64.b64encode(os.urandom(16)).decode()
         target = (u.path or '/') + (f'?{u.query}' if u.query else '')
-        lines = [f'GET {target} HTTP/1.1', f'Host: {u.hostname}:{port}', 'Upgrade: websocket',
+        lines = [f'GET {target} HTTP/1.1', f'Host: {u.netloc.rpartition("@")[2]}', 'Upgrade: websocket',
                  'Connection: Upgrade', f'Sec-WebSocket-Key: {key}', 'Sec-WebSocket-Version: 13']
+        if protocols:
+            lines.append(f'Sec-WebSocket-Protocol: {", ".join(protocols)}')
         lines += [f'{k}: {v}' for k, v in (headers or {}).items()]
         sock.sendall(('\r\n'.join(lines) + '\r\n\r\n').encode())
         while b'\r\n\r\n' not in self.buf:
@@ -87,6 +104,10 @@ class WebSocket:
         if hdrs.get('sec-websocket-accept') != expected:
             sock.close()
             raise ConnectionClosed(1002, 'bad Sec-WebSocket-Accept')
+        self.protocol = hdrs.get('sec-websocket-protocol')
+        if self.protocol is not None and self.protocol not in (protocols or []):
+            sock.close()          # RFC 6455 4.1: a subprotocol we did not offer fails the connection
+            raise ConnectionClosed(1002, f'server selected subprotocol {self.protocol!r}')
 
     def _fill(self) -> None:
         chunk = self.sock.recv(65536)
@@ -164,7 +185,17 @@ class WebSocket:
 # --------------------------------------------------------------------------- Atlas protocol
 
 class Fatal(Exception):
-    """Reconnecting cannot help (refused credentials or teams, unknown protocol version)."""
+    """Reconnecting cannot help (refused credentials or teams, unknown protocol version, a
+    server certificate this client does not trust)."""
+
+
+def untrusted(err: BaseException) -> Fatal | None:
+    """A Fatal for a failed certificate check (retrying meets the same certificate), else None."""
+    cause = getattr(err, 'reason', err)         # urllib wraps it in URLError.reason
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return Fatal(f'TLS: {cause.verify_message or cause} (the server\'s certificate is not trusted: '
+                     f'--cafile names the CA that signed it)')
+    return None
 
 
 class Done(Exception):
@@ -183,9 +214,11 @@ class Team:
 
 class AtlasClient:
     def __init__(self, base_url: str, token: str, teams: list[str] | None, on_event,
-                 ws_path: str = '/realtime', api_prefix: str = '') -> None:
+                 ws_path: str = '/realtime', api_prefix: str = '', cafile: str | None = None) -> None:
         self.base_url, self.token, self.wanted = base_url.rstrip('/'), token, teams
         self.on_event, self.ws_path, self.api_prefix = on_event, ws_path, api_prefix
+        # One trust for HTTPS and WSS: the system's CAs, or only those of `cafile` (PEM).
+        self.ssl_context = ssl.create_default_context(cafile=cafile)
         self.teams: dict[str, Team] = {t: Team() for t in teams or []}
         self.heartbeat_ms = 30_000
 
@@ -198,13 +231,15 @@ class AtlasClient:
         req = urllib.request.Request(url, headers={'Authorization': f'Bearer {self.token}'})
         for attempt in range(8):
             try:
-                with urllib.request.urlopen(req, timeout=10) as res:
+                with urllib.request.urlopen(req, timeout=10, context=self.ssl_context) as res:
                     return json.load(res)
             except urllib.error.HTTPError as err:
                 if err.code in (400, 401, 403):
                     raise Fatal(f'GET {url.split("?")[0]}: {err.code} {err.read().decode()}') from err
                 log(f'list of {team_id} failed ({err.code}), retrying')
             except (OSError, ValueError) as err:
+                if (fatal := untrusted(err)) is not None:
+                    raise fatal from err
                 log(f'list of {team_id} failed ({err}), retrying')
             time.sleep(random.uniform(0, min(10.0, 0.25 * 2 ** attempt)))
         raise ConnectionClosed(1006, f'could not fetch the list of {team_id}')
@@ -260,25 +295,31 @@ class AtlasClient:
     def connect_url(self) -> tuple[str, set[str]]:
         u = urllib.parse.urlsplit(self.base_url)
         scheme = 'wss' if u.scheme == 'https' else 'ws'
-        params = {'access_token': self.token}
+        params = {}             # the credential goes in a header, never in the URL (access logs)
         if self.wanted is not None:
             params['teams'] = ','.join(self.wanted)
         since = {t: team.last for t, team in self.teams.items() if team.last is not None}
         if since:
             params['since'] = ','.join(f'{t}:{s}' for t, s in since.items())
         query = urllib.parse.urlencode(params, safe=':,')
-        return f'{scheme}://{u.netloc}{self.ws_path}?{query}', set(since)
+        return f'{scheme}://{u.netloc}{self.ws_path}' + (f'?{query}' if query else ''), set(since)
 
     def run_connection(self, deadline: float) -> None:
         url, resumed = self.connect_url()
-        log('connecting ' + url.split('?')[0] + ' ' + '&'.join(
-            p for p in url.split('?')[1].split('&') if not p.startswith('access_token=')))
+        log(f'connecting {url}')
         try:
-            ws = WebSocket(url)
+            # Offering atlas.v1 makes the server tell a refused credential or team by close code
+            # (4001/4003) after the handshake; without it, by HTTP status (401/403). Both are fatal.
+            ws = WebSocket(url, headers={'Authorization': f'Bearer {self.token}'},
+                           protocols=[SUBPROTOCOL], context=self.ssl_context)
         except UpgradeRefused as err:
             if err.status in (400, 401, 403):
                 raise Fatal(str(err)) from err
             raise ConnectionClosed(1006, str(err)) from err
+        except OSError as err:
+            if (fatal := untrusted(err)) is not None:
+                raise fatal from err
+            raise
         try:
             while True:
                 idle = 2 * self.heartbeat_ms / 1000 + 5     # no ping nor frame for that long: dead
@@ -293,6 +334,10 @@ class AtlasClient:
                     raise ConnectionClosed(1006, 'no frame nor ping for too long')
                 recv_ms = time.time() * 1000
                 self.handle(json.loads(text), recv_ms, resumed)
+        except ConnectionClosed as err:
+            if err.code in (4001, 4003):    # unauthorized, forbidden_team: the same again is refused
+                raise Fatal(f'closed {err.code} {err.reason}') from err
+            raise
         except OSError as err:
             raise ConnectionClosed(1006, str(err)) from err
         finally:
@@ -346,8 +391,9 @@ class AtlasClient:
 
 def main() -> int:
     p = argparse.ArgumentParser(description='Atlas Realtime client (protocol 1)')
-    p.add_argument('--url', required=True, help='HTTP base URL, e.g. http://127.0.0.1:3000')
-    p.add_argument('--token', required=True)
+    p.add_argument('--url', required=True, help='HTTP base URL, e.g. https://127.0.0.1:3000')
+    p.add_argument('--token', required=True, help='sent as Authorization: Bearer, never in a URL')
+    p.add_argument('--cafile', help='PEM file of the CA(s) to trust for https/wss (default: the system\'s)')
     p.add_argument('--teams', help='comma-separated teams (default: all of the user\'s teams)')
     p.add_argument('--max-events', type=int, help='exit after applying this many events')
     p.add_argument('--timeout', type=float, default=60.0, help='exit after this many seconds')
@@ -371,7 +417,11 @@ def main() -> int:
             raise Done
 
     teams = [t for t in args.teams.split(',') if t] if args.teams is not None else None
-    client = AtlasClient(args.url, args.token, teams, on_event, args.ws_path, args.api_prefix)
+    try:
+        client = AtlasClient(args.url, args.token, teams, on_event, args.ws_path, args.api_prefix, args.cafile)
+    except (OSError, ssl.SSLError) as err:          # an unreadable or malformed --cafile
+        log(f'fatal: --cafile {args.cafile}: {err}')
+        return 1
     try:
         client.run(args.timeout)
     except Done:
