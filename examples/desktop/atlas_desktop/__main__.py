@@ -6,6 +6,7 @@ import argparse
 import base64
 import json
 import os
+import signal
 import ssl
 import sys
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     state_file = args.state_file or os.path.join(
         os.environ.get('XDG_STATE_HOME', os.path.expanduser('~/.local/state')), 'atlas-desktop', f'{user}-{team}.json')
 
+    from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
     from .client import SyncClient
     from .ui import BoardWindow
@@ -50,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     window = BoardWindow(client)
     window.show()
     client.start()
+    # Quitting any way (the window, Ctrl+C) saves the state file: the unsent edits survive.
+    app.aboutToQuit.connect(client.stop)
+    signal.signal(signal.SIGINT, lambda *_: app.quit())
+    ticker = QTimer()   # Python runs signal handlers only between Qt's calls into it
+    ticker.start(250)
+    ticker.timeout.connect(lambda: None)
     print(f'Atlas desktop: team {team} as {user} on {args.base_url}; state in {state_file}', file=sys.stderr)
     return app.exec_()
 
