@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
+import { createSecureContext } from 'node:tls'
 import { buildExampleApp } from './app.js'
 import { signToken } from './jwt-auth.js'
 
@@ -32,17 +34,32 @@ const maxConnectionsPerUser = maxConnections === undefined || maxConnections ===
 // Pages of other origins allowed to open the socket, comma-separated (the own origin always is).
 const allowedOrigins = (process.env.ALLOWED_ORIGINS ?? '').split(',').map((o) => o.trim()).filter((o) => o !== '')
 
+// Behind a proxy: Fastify's trustProxy ('true': any peer; else comma-separated addresses or
+// CIDRs of the proxies), so request.ip, .protocol and .host come from their X-Forwarded-*.
+const trustProxy = parseTrustProxy(process.env.TRUST_PROXY)
+// HTTPS and WSS when given a certificate and its key (PEM files); read now so that a wrong path
+// stops the start with its name rather than as a TLS error at the first connection.
+const https = tlsOptions()
+const hstsMaxAge = process.env.HSTS_MAX_AGE
+if (hstsMaxAge !== undefined && hstsMaxAge !== '' && !/^\d+$/.test(hstsMaxAge)) {
+  throw new Error(`HSTS_MAX_AGE must be a number of seconds (got ${JSON.stringify(hstsMaxAge)})`)
+}
+const hstsMaxAgeSeconds = hstsMaxAge === undefined || hstsMaxAge === '' ? undefined : Number(hstsMaxAge)
+
 // Only a server that made up its own secret hands out demo tokens (GET /demo/tokens for the
 // board page); with JWT_SECRET set there is no such route.
 const demoTokens = configuredSecret === undefined
   ? await Promise.all(DEMO_USERS.map(async ([userId, teams]) => ({ userId, teams, token: await signToken(jwtSecret, userId, teams) })))
   : undefined
 
-const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens, realtime: { routes: { maxMutationsPerUser }, websocket: { maxConnectionsPerUser, allowedOrigins } } })
+const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens, https, hstsMaxAgeSeconds, trustProxy, realtime: { routes: { maxMutationsPerUser }, websocket: { maxConnectionsPerUser, allowedOrigins } } })
 await app.listen({ port, host })
 
-const base = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`
-console.log(`\nAtlas Realtime example on ${base}  (database ${databasePath}, broker ${redisUrl === undefined ? 'in-process' : redisUrl})`)
+// The port listened on (PORT=0: one the system chose).
+const address = app.server.address()
+const listening = address !== null && typeof address === 'object' ? address.port : port
+const base = `${https === undefined ? 'http' : 'https'}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${listening}`
+console.log(`\nAtlas Realtime example on ${base}  (database ${databasePath}, broker ${redisUrl === undefined ? 'in-process' : redisUrl}${https === undefined ? '' : `, TLS with ${process.env.TLS_CERT}`})`)
 if (demoTokens !== undefined) {
   console.log(`No JWT_SECRET set: development tokens for demo users (valid 12 h; also offered by the board page at ${base}/):`)
   for (const { userId, teams, token } of demoTokens) {
@@ -52,4 +69,36 @@ if (demoTokens !== undefined) {
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => { app.close().then(() => process.exit(0), () => process.exit(1)) })
+}
+
+/**
+ * TLS_CERT and TLS_KEY as Node's https options, or undefined when neither is set. TLS_CERT may
+ * hold the certificate followed by its intermediates (a fullchain.pem): all are sent.
+ */
+function tlsOptions (): { cert: Buffer, key: Buffer } | undefined {
+  const { TLS_CERT: certPath = '', TLS_KEY: keyPath = '' } = process.env
+  if (certPath === '' && keyPath === '') return undefined
+  if (certPath === '' || keyPath === '') {
+    throw new Error(`TLS_CERT and TLS_KEY go together (PEM files: the certificate and its private key); only ${certPath === '' ? 'TLS_KEY' : 'TLS_CERT'} is set`)
+  }
+  const read = (variable: string, path: string): Buffer => {
+    try {
+      return readFileSync(path)
+    } catch (err) {
+      throw new Error(`${variable}: cannot read ${path}: ${(err as Error).message}`)
+    }
+  }
+  const options = { cert: read('TLS_CERT', certPath), key: read('TLS_KEY', keyPath) }
+  try {
+    // What the server would do with them, now, to name the files when they do not fit.
+    createSecureContext(options)
+  } catch (err) {
+    throw new Error(`TLS_CERT ${certPath} and TLS_KEY ${keyPath} are not a PEM certificate and its private key: ${(err as Error).message}`)
+  }
+  return options
+}
+
+function parseTrustProxy (value: string | undefined): boolean | string | undefined {
+  if (value === undefined || value === '' || value === 'false') return undefined
+  return value === 'true' ? true : value
 }

@@ -191,10 +191,10 @@ class Fatal(Exception):
 
 def untrusted(err: BaseException) -> Fatal | None:
     """A Fatal for a failed certificate check (retrying meets the same certificate), else None."""
-    cause = getattr(err, 'reason', err)         # urllib wraps it in URLError.reason
+    cause = err.reason if isinstance(err, urllib.error.URLError) else err   # urllib wraps it
     if isinstance(cause, ssl.SSLCertVerificationError):
-        return Fatal(f'TLS: {cause.verify_message or cause} (the server\'s certificate is not trusted: '
-                     f'--cafile names the CA that signed it)')
+        return Fatal(f'TLS: {cause.verify_message or cause} (the server\'s certificate does not verify; '
+                     f'signed by a private CA? --cafile names it)')
     return None
 
 
