@@ -2,19 +2,20 @@ import { Backoff, type BackoffOptions } from './backoff.js'
 import { RealtimeConnection, type CloseVerdict, type ConnectionState, type DisconnectInfo, type HeartbeatOptions, type ReconnectInfo } from './connection.js'
 import { Emitter } from './emitter.js'
 import { AtlasApiError, TaskApi, refusedCredentialOf } from './http.js'
-import { Credential, type CredentialOptions } from './credentials.js'
+import { Credential, refreshDelay, type CredentialOptions } from './credentials.js'
 import { AtlasClientError } from './errors.js'
 import { CloseCode, ErrorCode, type ResyncReason } from '../protocol/constants.js'
-import type { ServerFrame, Task, TaskEvent } from '../protocol/schemas.js'
+import type { ServerFrame, Task, TaskEvent, WelcomeFrame } from '../protocol/schemas.js'
 import { isTaskEvent } from './frames.js'
 import type { WebSocketConstructor } from './socket.js'
 
 /**
  * Credentials: `token` (a fixed bearer token), or `getToken` (asked before every connect and
- * request, and again when the server refused one), or neither (nothing is sent: the server
- * authenticates the request by a cookie or the like). The credential travels in an
- * Authorization header where the WebSocket class can set one (the `ws` package in Node), else
- * (browsers) as a `Sec-WebSocket-Protocol` entry; never in a URL.
+ * request, again when the server refused one, and ahead of the credential's expiry to refresh
+ * it on the open socket), or neither (nothing is sent: the server authenticates the request by
+ * a cookie or the like). The credential travels in an Authorization header where the WebSocket
+ * class can set one (the `ws` package in Node), else (browsers) as a `Sec-WebSocket-Protocol`
+ * entry; never in a URL.
  */
 export interface AtlasClientOptions extends CredentialOptions {
   /**
@@ -55,7 +56,14 @@ export interface Snapshot {
 
 export interface AtlasClientEvents {
   state: ConnectionState
-  welcome: { userId: string, teams: string[] }
+  /** A socket was accepted; `expiresAt` (epoch ms): when its credential expires, if the server said. */
+  welcome: { userId: string, teams: string[], expiresAt?: number }
+  /**
+   * The server took a fresh credential on the open socket (see `refresh()`): the principal's
+   * teams now (`added` may be subscribed from now on; followed teams in `removed` were dropped,
+   * each with a `forbidden_team` error), and when the new credential expires.
+   */
+  refreshed: { teams: string[], added: string[], removed: string[], expiresAt?: number }
   subscribed: { teamId: string, seq: number, replayed: number }
   /** A team's event, exactly once and in seq order. */
   event: TaskEvent
@@ -65,17 +73,30 @@ export interface AtlasClientEvents {
   disconnect: DisconnectInfo
   reconnect: ReconnectInfo
   /**
-   * An error frame from the server; `forbidden_team` (a team dropped: not the user's);
-   * `unauthorized` (the credential was refused: a fresh one is asked of `getToken`, else the
-   * client stops); `resync_failed` (a list fetch failed; retried).
+   * An error frame from the server; `forbidden_team` (a team dropped: not, or no longer, the
+   * user's, its membership revoked included); `unauthorized` (the credential was refused: a
+   * fresh one is asked of `getToken`, else the client stops); `revoked` (the host revoked the
+   * user, close code 4004: a different token is asked of `getToken`, else the client stops);
+   * `resync_failed` (a list fetch failed; retried).
    */
   error: { code: string, message: string, teamId?: string }
   /**
-   * The client stopped for good (until `connect()`): `unauthorized`, `retries_exhausted` or
-   * `closed`. Promises waiting on the connection are rejected with this error.
+   * The client stopped for good (until `connect()`): `unauthorized`, `revoked`,
+   * `retries_exhausted` or `closed`. Promises waiting on the connection are rejected with this error.
    */
   stopped: AtlasClientError
 }
+
+/** A `refresh()` under way on the current socket. */
+interface RefreshAttempt {
+  /** The token sent, once getToken gave one. */
+  token: string | undefined
+  done: Promise<boolean>
+  settle: (refreshed: boolean) => void
+}
+
+/** The reason of the 4001 that answers a refused `refresh` frame (docs/protocol.md, "refresh"). */
+const REFRESH_REFUSED = 'unauthorized: refresh refused'
 
 interface Target {
   /** HTTP base, no trailing slash. */
@@ -108,7 +129,7 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
   /** Index in #targets of the instance in use, or tried next. */
   #current = 0
   readonly #credential: Credential
-  /** The credential the current socket attempt was opened with. */
+  /** The credential the current socket carries: the one it was opened with, then each one the server took by `refreshed`. */
   #attemptToken: string | undefined
   /** A credential fetched after a refusal, for the next attempt (so getToken is not asked twice). */
   #fresh: { token: string | undefined } | undefined
@@ -118,13 +139,28 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
   /** An HTTP 401 being handled: further ones meanwhile are the same news. */
   #httpRefusal: Promise<void> | undefined
   readonly #syncBackoff: BackoffOptions
-  /** Teams the principal belongs to, from the last welcome; undefined before the first. */
+  /** Teams the principal belongs to, from the last welcome or refreshed less those revoked since; undefined before the first. */
   #allowed: Set<string> | undefined
+  /** The teams the last welcome or refreshed listed, as they were (what a `refreshed` event's `added` and `removed` compare with). */
+  #granted: string[] = []
   /** Teams whose subscription rides on the current socket's URL. */
   #inUrl = new Set<string>()
   #userId: string | undefined
   /** False after `close()`: list fetches in progress stop retrying. */
   #active = false
+  /** When the current socket's credential expires (epoch ms, as the server said); undefined: not said, or no socket. */
+  #expiresAt: number | undefined
+  /** The refresh ahead of `#expiresAt`. */
+  #refreshTimer: ReturnType<typeof setTimeout> | undefined
+  #refreshing: RefreshAttempt | undefined
+  /**
+   * Refreshing ahead of expiry is off on this socket: getToken gave the socket's own token, or
+   * the server cannot refresh. At the expiry the server closes with 4001 and the client
+   * reconnects with a fresh token, as it would without refreshes.
+   */
+  #refreshOff = false
+  /** The token of the last `refresh` frame sent on this socket. */
+  #refreshSent: string | undefined
 
   constructor (options: AtlasClientOptions) {
     super()
@@ -150,6 +186,7 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
     this.#connection.on('frame', (frame) => { this.#onFrame(frame) })
     this.#connection.on('state', (state) => { this.emit('state', state) })
     this.#connection.on('disconnect', (info) => {
+      this.#abandonRefresh()
       this.emit('disconnect', info)
       if (info.willReconnect || !this.#active) return
       const why = this.#stopping ?? new AtlasClientError('retries_exhausted',
@@ -188,6 +225,7 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
 
   close (): void {
     const already = this.#stoppedBy !== undefined
+    this.#abandonRefresh()
     this.#active = false
     this.#stoppedBy = new AtlasClientError('closed', 'atlas client: closed')
     if (!already) this.emit('stopped', this.#stoppedBy)
@@ -210,6 +248,130 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
     this.#connection.send({ type: 'unsubscribe', teams: [teamId] })
   }
 
+  /**
+   * Refreshes the open socket's credential now, without reconnecting: asks `getToken` for a token
+   * and sends it in a `refresh` frame. The client does this by itself ahead of the credential's
+   * expiry; call it when you know the principal changed (say, the user joined a team, and a new
+   * token lists it). Resolves true once the server took it (after the `refreshed` event), false
+   * when nothing was refreshed: not open, no `getToken`, it returned the socket's own token,
+   * the server cannot refresh (`refresh_unsupported`) or not now (`rate_limited`), or the socket
+   * closed meanwhile (a refused token closes it with 4001: see the `unauthorized` error). A
+   * call while one is under way shares its outcome.
+   */
+  async refresh (): Promise<boolean> {
+    if (this.#refreshing !== undefined) return await this.#refreshing.done
+    if (this.#connection.state !== 'open' || !this.#credential.renewable) return false
+    clearTimeout(this.#refreshTimer)
+    this.#refreshTimer = undefined
+    let settle!: (refreshed: boolean) => void
+    const done = new Promise<boolean>((resolve) => { settle = resolve })
+    const attempt: RefreshAttempt = { token: undefined, done, settle }
+    this.#refreshing = attempt
+    void this.#sendRefresh(attempt)
+    return await done
+  }
+
+  async #sendRefresh (attempt: RefreshAttempt): Promise<void> {
+    let token: string | undefined
+    try {
+      token = await this.#credential.current()
+    } catch {
+      // getToken failed this time: asked again later, by the same rule from the time left then.
+      this.#refreshFailed(attempt)
+      return
+    }
+    // The socket went away meanwhile: its successor is welcomed with whatever token it was opened with.
+    if (this.#refreshing !== attempt) return
+    if (token === undefined || token === this.#attemptToken) {
+      // Nothing new to send. The socket keeps its credential; at its expiry the server closes it
+      // with 4001 and the reconnect asks getToken again.
+      this.#refreshOff = true
+      this.#refreshFailed(attempt)
+      return
+    }
+    attempt.token = token
+    this.#refreshSent = token
+    if (!this.#connection.send({ type: 'refresh', token })) this.#refreshFailed(attempt)
+  }
+
+  /** Ends a refresh under way; false when it had ended already (abandoned with its socket). */
+  #endRefresh (attempt: RefreshAttempt, refreshed: boolean): boolean {
+    if (this.#refreshing !== attempt) return false
+    this.#refreshing = undefined
+    attempt.settle(refreshed)
+    return true
+  }
+
+  /** A refresh that did not happen: the next one is scheduled from the expiry still in force (unless refreshes are off). */
+  #refreshFailed (attempt: RefreshAttempt): void {
+    if (this.#endRefresh(attempt, false)) this.#scheduleRefresh(this.#expiresAt)
+  }
+
+  /**
+   * Plans the refresh of a credential expiring at `expiresAt` (rule: `refreshDelay`). Only with
+   * `getToken`: a fixed token cannot be replaced, and no credential (a cookie) has nothing to send.
+   */
+  #scheduleRefresh (expiresAt: number | undefined): void {
+    clearTimeout(this.#refreshTimer)
+    this.#refreshTimer = undefined
+    this.#expiresAt = expiresAt
+    if (expiresAt === undefined || this.#refreshOff || !this.#credential.renewable || this.#connection.state !== 'open') return
+    const delayMs = refreshDelay(expiresAt - Date.now())
+    if (delayMs === undefined) return
+    this.#refreshTimer = setTimeout(() => {
+      this.#refreshTimer = undefined
+      void this.refresh()
+    }, delayMs)
+  }
+
+  /** The socket went away (or the client closed): no refresh is planned, one under way is given up. */
+  #abandonRefresh (): void {
+    clearTimeout(this.#refreshTimer)
+    this.#refreshTimer = undefined
+    this.#expiresAt = undefined
+    const attempt = this.#refreshing
+    if (attempt !== undefined) this.#endRefresh(attempt, false)
+  }
+
+  #onRefreshed (teams: string[], expiresAt: number | undefined): void {
+    const attempt = this.#refreshing
+    // The new credential is the socket's now: the one a refused reconnect would be compared with.
+    // (An answer that came after the refresh was given up on is the last one sent.)
+    this.#attemptToken = attempt?.token ?? this.#refreshSent ?? this.#attemptToken
+    const before = new Set(this.#granted)
+    this.#granted = [...teams]
+    this.#allowed = new Set(teams)
+    const added = teams.filter((teamId) => !before.has(teamId))
+    const removed = [...before].filter((teamId) => !this.#allowed?.has(teamId))
+    // The server ended the subscriptions of lost teams already (`unsubscribed` revoked); a
+    // followed team whose subscribe frame was still on its way is dropped here.
+    for (const teamId of [...this.#teams.keys()]) {
+      if (!this.#allowed.has(teamId)) this.#forbidden(teamId, `Team ${teamId} is no longer among the user's teams`)
+    }
+    this.#scheduleRefresh(expiresAt)
+    this.emit('refreshed', { teams: [...teams], added, removed, ...(expiresAt === undefined ? {} : { expiresAt }) })
+    if (attempt !== undefined) this.#endRefresh(attempt, true)
+  }
+
+  /** An error frame may be the answer to the refresh under way. */
+  #onErrorFrame (code: string): void {
+    const attempt = this.#refreshing
+    if (attempt?.token === undefined) return
+    switch (code) {
+      case ErrorCode.REFRESH_UNSUPPORTED:
+      // A server from before refresh frames does not know the type.
+      case ErrorCode.UNKNOWN_TYPE:
+      case ErrorCode.INVALID_FRAME:
+        // The socket keeps its credential; at its expiry the client reconnects with a fresh one.
+        this.#refreshOff = true
+        this.#refreshFailed(attempt)
+        break
+      case ErrorCode.RATE_LIMITED:
+        this.#refreshFailed(attempt)
+        break
+    }
+  }
+
   /** Refetches a team's list now (a `snapshot` follows); events keep their order around it. */
   resync (teamId: string): void {
     if (this.#teams.has(teamId)) this.#sync(teamId, 'requested')
@@ -219,10 +381,10 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
     this.#teams.set(teamId, { seq: undefined, syncing: false, syncGeneration: 0, held: [] })
   }
 
-  /** Drops a team the user is not a member of, and says so. */
-  #forbidden (teamId: string): void {
+  /** Drops a team the user is not (or no longer) a member of, and says so. */
+  #forbidden (teamId: string, message = `Not a member of team ${teamId}`): void {
     this.#teams.delete(teamId)
-    this.emit('error', { code: ErrorCode.FORBIDDEN_TEAM, message: `Not a member of team ${teamId}`, teamId })
+    this.emit('error', { code: ErrorCode.FORBIDDEN_TEAM, message, teamId })
   }
 
   /** Stops for good, until `connect()`: whatever waits on the connection is told why. */
@@ -260,6 +422,9 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
 
   /** A socket closed (not by `close()`): move on to the next instance, and handle refusals. */
   #onSocketClosed (code: number, reason: string): CloseVerdict | Promise<CloseVerdict> {
+    const refreshToken = this.#refreshing?.token ?? this.#refreshSent
+    this.#refreshSent = undefined
+    this.#abandonRefresh()
     this.#current = (this.#current + 1) % this.#targets.length
     if (code === CloseCode.FORBIDDEN) {
       // `forbidden_team: <teamId>`. Whatever it names, the next welcome tells again which teams
@@ -270,22 +435,29 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
       if (teamId !== undefined && this.#teams.has(teamId)) this.#forbidden(teamId)
       return 'retry'
     }
-    if (code === CloseCode.UNAUTHORIZED) return this.#refused(this.#attemptToken, reason === '' ? 'unauthorized' : reason)
+    if (code === CloseCode.UNAUTHORIZED) {
+      // A refused refresh: the token refused is the one the refresh carried, not the socket's.
+      const refused = reason === REFRESH_REFUSED && refreshToken !== undefined ? refreshToken : this.#attemptToken
+      return this.#refused(refused, reason === '' ? 'unauthorized' : reason)
+    }
+    if (code === CloseCode.REVOKED) return this.#refused(this.#attemptToken, reason === '' ? 'revoked' : reason, 'revoked')
     return 'retry'
   }
 
   /**
-   * The server refused `refused` (4001 on the socket, 401 over HTTP). With `getToken`, a fresh
-   * credential is asked for and the next attempt uses it; with none, or when it is the same
-   * one, retrying cannot help: the client stops.
+   * The server refused `refused` (4001 on the socket, 401 over HTTP), or revoked the user the
+   * socket carrying it stood for (4004). With `getToken`, a fresh credential is asked for and
+   * the next attempt uses it; with none, or when it is the same one, retrying cannot help: the
+   * client stops.
    */
-  async #refused (refused: string | undefined, message: string): Promise<CloseVerdict> {
-    this.emit('error', { code: 'unauthorized', message })
+  async #refused (refused: string | undefined, message: string, code: 'unauthorized' | 'revoked' = 'unauthorized'): Promise<CloseVerdict> {
+    this.emit('error', { code, message })
     const stop = (why: string): CloseVerdict => {
-      this.#stopping = new AtlasClientError('unauthorized', `atlas client: the credential was refused (${message}); ${why}`)
+      const what = code === 'revoked' ? 'the host revoked this user' : 'the credential was refused'
+      this.#stopping = new AtlasClientError(code, `atlas client: ${what} (${message}); ${why}`)
       return 'stop'
     }
-    if (!this.#credential.renewable) return stop(refused === undefined ? 'none was given (token or getToken)' : 'no getToken to ask for a fresh one')
+    if (!this.#credential.renewable) return stop(refused === undefined ? 'none was given (token or getToken)' : `no getToken to ask for a ${code === 'revoked' ? 'different' : 'fresh'} one`)
     let fresh: string | undefined
     try {
       fresh = await this.#credential.current()
@@ -318,7 +490,16 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
       return
     }
     switch (frame.type) {
-      case 'welcome': this.#onWelcome(frame.userId, frame.teams); break
+      case 'welcome': this.#onWelcome(frame); break
+      case 'refreshed': this.#onRefreshed(frame.teams, frame.expiresAt); break
+      case 'unsubscribed':
+        // With a reason the server ended it (any reason counts as `revoked`): the principal lost
+        // the team, and subscribing again would be refused. Without, it answers our `unsubscribe`.
+        if (frame.reason !== undefined) {
+          this.#allowed?.delete(frame.teamId)
+          if (this.#teams.has(frame.teamId)) this.#forbidden(frame.teamId, `Membership of team ${frame.teamId} was revoked`)
+        }
+        break
       case 'subscribed': {
         const team = this.#teams.get(frame.teamId)
         if (team === undefined) break
@@ -333,14 +514,20 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
         break
       case 'error':
         this.emit('error', { code: frame.code, message: frame.message })
+        this.#onErrorFrame(frame.code)
         break
     }
   }
 
-  #onWelcome (userId: string, teams: string[]): void {
+  #onWelcome ({ userId, teams, expiresAt }: WelcomeFrame): void {
     this.#userId = userId
     this.#allowed = new Set(teams)
-    this.emit('welcome', { userId, teams: [...teams] })
+    this.#granted = [...teams]
+    this.#refreshOff = false
+    this.#refreshSent = undefined
+    // The connection is open (it emits `frame` after counting the welcome), so the plan is kept.
+    this.#scheduleRefresh(expiresAt)
+    this.emit('welcome', { userId, teams: [...teams], ...(expiresAt === undefined ? {} : { expiresAt }) })
     const teamsByFrame: string[] = []
     // Pairs, made into an object at the end: a team id is any string of the id alphabet, and
     // `since[teamId] = …` with `__proto__` would set the object's prototype instead of a key.

@@ -4,6 +4,11 @@ export type AtlasClientErrorCode =
   | 'forbidden_team'
   /** The credential was refused and no fresh one came (no `getToken`, or it returned the same token). */
   | 'unauthorized'
+  /**
+   * The host revoked the user (close code 4004) and no different credential came (no `getToken`,
+   * or it returned the token the revoked socket carried).
+   */
+  | 'revoked'
   /** `reconnect.maxAttempts` attempts in a row failed. */
   | 'retries_exhausted'
   /** `client.close()` was called. */

@@ -7,7 +7,7 @@ export { TaskStore, type MutationKind, type MutationOutcome, type TaskStoreEvent
 export { RealtimeConnection, type CloseVerdict, type ConnectionEvents, type ConnectionOptions, type ConnectionState, type DisconnectInfo, type HeartbeatOptions, type ReconnectInfo } from './connection.js'
 export { TaskApi, AtlasApiError, type MutationOptions, type MutationResponse, type TaskApiOptions, type TaskPage } from './http.js'
 export { AtlasClientError, type AtlasClientErrorCode } from './errors.js'
-export type { CredentialOptions, GetToken } from './credentials.js'
+export { refreshDelay, type CredentialOptions, type GetToken } from './credentials.js'
 export { Backoff, backoffDelay, type BackoffOptions } from './backoff.js'
 export { Emitter, type Listener } from './emitter.js'
 export { parseServerFrame, isTaskEvent } from './frames.js'

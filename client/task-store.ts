@@ -38,6 +38,14 @@ export interface TaskStoreEvents {
   confirmed: MutationOutcome & { ok: true }
   rolledBack: MutationOutcome & { ok: false }
   snapshot: Snapshot
+  /**
+   * The client dropped this team (`forbidden_team`): the user is not, or no longer, a member (its
+   * membership was revoked, or a refreshed credential no longer lists it). No event comes any
+   * more: `tasks` stays as it was last known (clear it from view), `ready` turns false, a `start()` waiting rejects,
+   * mutations the server already took are confirmed from its answers and those still on their way
+   * are rolled back by its 403. `start()` again follows the team if it is given back.
+   */
+  dropped: AtlasClientError
 }
 
 interface Pending {
@@ -84,6 +92,8 @@ export class TaskStore extends Emitter<TaskStoreEvents> {
   readonly #unlisten: Array<() => void>
   /** After `close()`: no event will come to confirm anything. */
   #closed = false
+  /** The client dropped the team (until the next `start()`): no event will come either. */
+  #dropped = false
 
   constructor (client: AtlasClient, teamId: string, options: TaskStoreOptions = {}) {
     super()
@@ -99,7 +109,7 @@ export class TaskStore extends Emitter<TaskStoreEvents> {
         for (const pending of this.#pending) if (pending.acked !== undefined) pending.covered = true
       }),
       client.on('error', (error) => {
-        if (error.code === ErrorCode.FORBIDDEN_TEAM && error.teamId === teamId) this.#fail(new AtlasClientError('forbidden_team', error.message, teamId))
+        if (error.code === ErrorCode.FORBIDDEN_TEAM && error.teamId === teamId) this.#onDropped(new AtlasClientError('forbidden_team', error.message, teamId))
       }),
       client.on('stopped', (error) => {
         this.#fail(error)
@@ -127,13 +137,14 @@ export class TaskStore extends Emitter<TaskStoreEvents> {
   /**
    * Follows the team through the client; resolves when its first list arrived. Rejects with an
    * AtlasClientError: `forbidden_team` (not the user's team), or, when the client stops first
-   * (or had stopped), `unauthorized`, `retries_exhausted` or `closed` (also on this store's
-   * `close()`). Before the client's first `connect()` it waits for it.
+   * (or had stopped), `unauthorized`, `revoked`, `retries_exhausted` or `closed` (also on this
+   * store's `close()`). Before the client's first `connect()` it waits for it.
    */
   async start (): Promise<void> {
     if (this.#closed) throw new AtlasClientError('closed', 'atlas store: closed')
     const stopped = this.#client.stoppedBy
     if (stopped !== undefined) throw new AtlasClientError(stopped.code, stopped.message, stopped.teamId)
+    this.#dropped = false
     // Waiting first: a refusal can be told synchronously, by subscribe itself.
     const ready = this.#ready ? undefined : new Promise<void>((resolve, reject) => this.#readyWaiters.push({ resolve, reject }))
     if (this.#client.teams.includes(this.teamId)) this.#client.resync(this.teamId)
@@ -157,9 +168,18 @@ export class TaskStore extends Emitter<TaskStoreEvents> {
     for (const waiter of this.#readyWaiters.splice(0)) waiter.reject(error)
   }
 
-  /** No event will confirm anything any more (the store or the client stopped). */
+  #onDropped (error: AtlasClientError): void {
+    this.#dropped = true
+    // A later start() waits for the team's list again: what the store holds is no longer current.
+    this.#ready = false
+    this.#fail(error)
+    this.#settleFromAnswers()
+    this.emit('dropped', error)
+  }
+
+  /** No event will confirm anything any more (the store or the client stopped, or the team was dropped). */
   #halted (): boolean {
-    return this.#closed || this.#client.stoppedBy !== undefined
+    return this.#closed || this.#dropped || this.#client.stoppedBy !== undefined
   }
 
   /**
