@@ -74,13 +74,15 @@ function openBoard (token) {
   client.on('welcome', onWelcome)
   client.on('error', (error) => {
     // A failed list load is retried on its own; the connection badge already says we are away.
-    // A refused token stops the client: `stopped` below takes the user back to sign-in.
-    if (error.code !== 'resync_failed' && error.code !== 'unauthorized') notice(error.message, 'error')
+    // A refused token or a revoked user stops the client: `stopped` below takes the user back to sign-in.
+    if (error.code !== 'resync_failed' && error.code !== 'unauthorized' && error.code !== 'revoked') notice(error.message, 'error')
   })
   client.on('stopped', (reason) => {
-    if (reason.code !== 'unauthorized') return
+    if (reason.code !== 'unauthorized' && reason.code !== 'revoked') return
     $('board-view').hidden = true
-    showSignIn('That access token was refused. Pick a demo user or paste another token.')
+    showSignIn(reason.code === 'revoked'
+      ? 'Your access was revoked. Pick a demo user or paste another token.'
+      : 'That access token was refused. Pick a demo user or paste another token.')
   })
   showState(client.state)
   client.connect()
@@ -123,6 +125,8 @@ function onWelcome ({ userId, teams }) {
   store = new TaskStore(client, teamId)
   store.on('change', render)
   store.on('applied', ({ event, previous }) => addActivity(event, previous))
+  // The membership was revoked: no more events come, and what the board shows is no longer the user's to see.
+  store.on('dropped', () => render([]))
   store.on('rolledBack', (outcome) => {
     const title = outcome.task?.title ?? outcome.taskId
     const what = outcome.kind === 'create' ? 'New task' : `Your change to “${title}”`
