@@ -96,7 +96,16 @@ function makePki (): Pki {
 
 interface Example { port: number, baseUrl: string, stdout: () => string, stderr: () => string }
 
-function spawnExample (t: Test, env: Record<string, string>): { child: ChildProcess, exited: Promise<number | null>, stdout: () => string, stderr: () => string } {
+interface Spawned {
+  child: ChildProcess
+  exited: Promise<number | null>
+  /** The exit code, or 'listening' if it started instead of refusing to (bounded in time). */
+  refusal: () => Promise<number | null | 'listening'>
+  stdout: () => string
+  stderr: () => string
+}
+
+function spawnExample (t: Test, env: Record<string, string>): Spawned {
   const stale = buildProblem()
   if (stale !== undefined) throw new Error(stale)
   const child = spawn(process.execPath, [SERVER], {
@@ -116,7 +125,17 @@ function spawnExample (t: Test, env: Record<string, string>): { child: ChildProc
     await exited
     clearTimeout(timer)
   })
-  return { child, exited, stdout: () => stdout, stderr: () => stderr }
+  const refusal = async (): Promise<number | null | 'listening'> => await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error(`the example neither exited nor listened in 30 s:\n${stdout}\n${stderr}`)) }, 30_000)
+    const onData = (): void => {
+      if (!stdout.includes('Atlas Realtime example on')) return
+      clearTimeout(timer)
+      resolve('listening')
+    }
+    child.stdout?.on('data', onData)
+    void exited.then((code) => { clearTimeout(timer); resolve(code) })
+  })
+  return { child, exited, refusal, stdout: () => stdout, stderr: () => stderr }
 }
 
 /** Starts examples/server.ts with the certificate and waits for the address it prints. */
@@ -276,13 +295,13 @@ t.test('the example refuses to start with half a TLS configuration or a file it 
   const onlyKey = spawnExample(t, { TLS_KEY: pki.keyPath, DATABASE_PATH: join(pki.dir, 'unused-2.db') })
   const missing = spawnExample(t, { TLS_CERT: join(pki.dir, 'nope.pem'), TLS_KEY: pki.keyPath, DATABASE_PATH: join(pki.dir, 'unused-3.db') })
   const mismatch = spawnExample(t, { TLS_CERT: pki.certPath, TLS_KEY: join(pki.dir, 'ca.key'), DATABASE_PATH: join(pki.dir, 'unused-4.db') })
-  t.not(await onlyCert.exited, 0, 'TLS_CERT without TLS_KEY: exits')
+  t.equal(await onlyCert.refusal(), 1, 'TLS_CERT without TLS_KEY: exits')
   t.match(onlyCert.stderr(), /TLS_CERT and TLS_KEY go together .* only TLS_CERT is set/, 'and says what is missing')
-  t.not(await onlyKey.exited, 0, 'TLS_KEY without TLS_CERT: exits')
+  t.equal(await onlyKey.refusal(), 1, 'TLS_KEY without TLS_CERT: exits')
   t.match(onlyKey.stderr(), /only TLS_KEY is set/)
-  t.not(await missing.exited, 0, 'an unreadable TLS_CERT: exits')
+  t.equal(await missing.refusal(), 1, 'an unreadable TLS_CERT: exits')
   t.match(missing.stderr(), `TLS_CERT: cannot read ${join(pki.dir, 'nope.pem')}: ENOENT`, 'naming the variable and the file')
-  t.not(await mismatch.exited, 0, 'a key that is not the certificate\'s: exits')
+  t.equal(await mismatch.refusal(), 1, 'a key that is not the certificate\'s: exits')
   t.match(mismatch.stderr(), /are not a PEM certificate and its private key: .*key values mismatch/, 'saying the two do not fit')
   t.notOk([1, 2, 3, 4].some((n) => existsSync(join(pki.dir, `unused-${n}.db`))), 'before opening the database')
 })
