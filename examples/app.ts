@@ -1,9 +1,9 @@
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify'
 import fastifyStatic from '@fastify/static'
 import { existsSync } from 'node:fs'
 import type { ServerOptions as HttpsOptions } from 'node:https'
 import { fileURLToPath } from 'node:url'
-import { atlasClientAssets, atlasRealtime, type AtlasRealtimeOptions } from '../plugins/index.js'
+import { atlasAccessLog, atlasClientAssets, atlasRealtime, type AtlasRealtimeOptions } from '../plugins/index.js'
 import { timingSafeEqual } from 'node:crypto'
 import { Type, type Static } from '@sinclair/typebox'
 import { TeamId } from '../protocol/schemas.js'
@@ -52,8 +52,9 @@ export interface DemoToken {
 /** The example Atlas API: the suite plus a page that shows a team's board live. */
 export async function buildExampleApp (config: ExampleConfig): Promise<FastifyInstance> {
   const app = Fastify({
-    // Logs URLs as they are: atlas-credentials already took the access_token out of them.
     logger: config.logger ?? false,
+    // atlasAccessLog writes one line per request (never a query) instead of Fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
     trustProxy: config.trustProxy ?? false,
     https: config.https ?? null
     // Only app.server's type differs between HTTP and HTTPS: nothing here uses it.
@@ -64,6 +65,10 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
     if (request.protocol === 'https') reply.header('strict-transport-security', hsts)
   })
   await app.register(atlasRealtime, {
+    // What an operator needs: /metrics, /health/live and /health/ready, 503 under overload.
+    metrics: {},
+    health: {},
+    overload: {},
     ...config.realtime,
     authenticate: jwtAuthenticator(config.jwtSecret),
     // The same check of a bare token: open sockets take a fresh JWT without reconnecting.
@@ -71,6 +76,7 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
     database: { databasePath: config.databasePath },
     broker: { ...config.realtime?.broker, redis: config.redisUrl }
   })
+  await app.register(atlasAccessLog)
   const publicDir = findPublicDir()
   // The page: index.html, board.js and board.css, listed once at start-up (no catch-all route).
   await app.register(fastifyStatic, { root: publicDir, wildcard: false, ...revalidated })
@@ -87,7 +93,12 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
     app.get('/demo/tokens', async (_request, reply) => reply.header('cache-control', 'no-store').send({ users: tokens }))
   }
   if (config.adminToken !== undefined) registerAdminRoutes(app, config.adminToken)
-  app.get('/health', async () => ({ ok: true, connections: app.atlasConnections.connectionCount }))
+  // The readiness, with the connection count (older tooling of the example probes /health).
+  app.get('/health', { logLevel: 'warn' }, async (_request, reply) => {
+    const readiness = app.atlasReadiness()
+    if (!readiness.ready) reply.code(503)
+    return { ok: readiness.ready, connections: app.atlasConnections.connectionCount, checks: readiness.checks }
+  })
   return app
 }
 

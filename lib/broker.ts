@@ -9,6 +9,8 @@ import type { LoggedEvent } from './types.js'
 export interface Broker {
   /** This process's id; messages an instance published itself are never handed back to it. */
   readonly instanceId: string
+  /** Whether the broker can carry messages both ways now (readiness reports it). */
+  readonly connected: boolean
   /** Sends a committed event to the other instances. Rejects when the broker cannot take it now. */
   publish (event: LoggedEvent): Promise<void>
   subscribe (teamId: string): Promise<void>

@@ -5,6 +5,8 @@ import { parseClientFrame } from './frame-parser.js'
 import { backlogged, corked, SharedFrame, whenDrained, writeSharedFrame } from './shared-frame.js'
 import { TokenBucket } from './token-bucket.js'
 import type { LoggedEvent, Principal } from './types.js'
+import { connectionClosed, connectionOpened, eventsReplayed, frameRefused, resyncSent } from './diagnostics.js'
+import { silentLogger, type Logger } from './logger.js'
 
 export interface ClientConnectionOptions {
   /** Bytes a socket may have queued unsent before it is cut off as a slow consumer. */
@@ -31,6 +33,19 @@ export interface ClientConnectionOptions {
  */
 export type CheckToken = (token: string) => Promise<Principal | null>
 
+/** What a connection is given besides its options: its budget, its credential check, its log. */
+export interface ConnectionContext {
+  /** The user's replay budget, shared by all of the user's connections on this instance. */
+  replayBudget: TokenBucket
+  checkToken?: CheckToken
+  /** The instance's logger; the connection logs through a child of it (connection id, user). */
+  logger?: Logger
+  /** The instance's id, in the connection's diagnostics messages. */
+  instance?: string
+}
+
+let lastConnectionId = 0
+
 const TEXT = { binary: false } as const
 
 /** The `expiresAt` member of welcome and refreshed: present only when the principal has one. */
@@ -56,6 +71,15 @@ export class ClientConnection implements HubClient {
   readonly #checkToken: CheckToken | undefined
   /** Refreshes are applied in the order their frames came, however long each check takes. */
   #refreshed: Promise<void> = Promise.resolve()
+  /** This instance's id of the connection: in its log lines and diagnostics. */
+  readonly id: string
+  readonly #log: Logger
+  readonly #instance: string | undefined
+  readonly #openedAt = performance.now()
+  // Counted on the event path (two additions per frame), logged once at close.
+  #framesSent = 0
+  #bytesSent = 0
+  #slowConsumer = false
   /** The user's replay budget, shared by all of the user's connections on this instance. */
   readonly #replayBytes: TokenBucket
   #invalidFrames = 0
@@ -66,16 +90,19 @@ export class ClientConnection implements HubClient {
   /** Set by the heartbeat each round, cleared by a pong. */
   awaitingPong = false
 
-  constructor (socket: WebSocket, principal: Principal, hub: Hub, options: ClientConnectionOptions, replayBudget: TokenBucket, checkToken?: CheckToken) {
+  constructor (socket: WebSocket, principal: Principal, hub: Hub, options: ClientConnectionOptions, context: ConnectionContext) {
     this.#socket = socket
+    this.id = (++lastConnectionId).toString(36)
+    this.#log = (context.logger ?? silentLogger).child({ connectionId: this.id, userId: principal.userId })
     this.#hub = hub
     this.#options = options
     this.#principal = principal
     this.#allowed = new Set(principal.teams)
     this.#frames = new TokenBucket(options.frameBurst, options.maxFramesPerSecond)
     this.#refreshes = new TokenBucket(options.maxRefreshesPerMinute, options.maxRefreshesPerMinute / 60)
-    this.#checkToken = checkToken
-    this.#replayBytes = replayBudget
+    this.#checkToken = context.checkToken
+    this.#instance = context.instance
+    this.#replayBytes = context.replayBudget
     // Attached before anything awaits, so no early frame is missed.
     socket.on('message', this.#onMessage)
     socket.on('pong', this.#onPong)
@@ -94,6 +121,8 @@ export class ClientConnection implements HubClient {
   /** Greets the client and subscribes it to `teams`, resuming each from `since` where given. */
   start (teams: readonly string[], since: ReadonlyMap<string, number>): void {
     const { userId, teams: allowed, expiresAt } = this.#principal
+    this.#log.info({ teams: teams.length }, 'atlas: connection opened')
+    if (connectionOpened.hasSubscribers) connectionOpened.publish({ instance: this.#instance, connectionId: this.id, userId })
     this.sendControl({ type: 'welcome', protocol: PROTOCOL_VERSION, userId, teams: [...allowed], heartbeatMs: this.#options.heartbeatMs, ...expiry(expiresAt) })
     this.#subscribe(teams, since)
   }
@@ -105,11 +134,14 @@ export class ClientConnection implements HubClient {
     let written = 0
     corked(this.#socket, () => {
       for (const event of events) {
-        writeSharedFrame(this.#socket, new SharedFrame(event.payload))
+        const frame = new SharedFrame(event.payload)
+        writeSharedFrame(this.#socket, frame)
+        this.#counted(frame)
         written++
         if (backlogged(this.#socket)) break
       }
     })
+    if (eventsReplayed.hasSubscribers) eventsReplayed.publish({ instance: this.#instance, count: written })
     return written
   }
 
@@ -127,11 +159,32 @@ export class ClientConnection implements HubClient {
   }
 
   sendEvent (frame: SharedFrame): void {
-    if (this.#writable()) writeSharedFrame(this.#socket, frame)
+    if (!this.#writable()) return
+    writeSharedFrame(this.#socket, frame)
+    this.#counted(frame)
   }
 
   sendControl (frame: ServerControlFrame): void {
-    if (this.#writable()) this.#socket.send(JSON.stringify(frame), TEXT)
+    if (!this.#writable()) return
+    const text = JSON.stringify(frame)
+    this.#socket.send(text, TEXT)
+    this.#framesSent++
+    this.#bytesSent += text.length
+    switch (frame.type) {
+      case 'subscribed':
+        if (frame.replayed > 0) this.#log.info({ teamId: frame.teamId, seq: frame.seq, replayed: frame.replayed }, 'atlas: resumed')
+        else this.#log.debug({ teamId: frame.teamId, seq: frame.seq }, 'atlas: subscribed')
+        break
+      case 'resync':
+        this.#log.info({ teamId: frame.teamId, seq: frame.seq, reason: frame.reason }, 'atlas: told to resync')
+        if (resyncSent.hasSubscribers) resyncSent.publish({ instance: this.#instance, reason: frame.reason })
+        break
+    }
+  }
+
+  #counted (frame: SharedFrame): void {
+    this.#framesSent++
+    this.#bytesSent += frame.bytes.length
   }
 
   /** Heartbeat round: returns false when the previous ping was never answered. */
@@ -172,6 +225,8 @@ export class ClientConnection implements HubClient {
   }
 
   #cutOff (): void {
+    this.#slowConsumer = true
+    this.#log.warn({ bufferedBytes: this.#socket.bufferedAmount }, 'atlas: slow consumer cut off')
     this.#leaveAll()
     this.#socket.close(CloseCode.SLOW_CONSUMER, 'slow consumer: reconnect and resume')
     // The close frame waits behind the backlog; a client that never reads never gets it.
@@ -187,7 +242,7 @@ export class ClientConnection implements HubClient {
         continue
       }
       this.#teams.add(teamId)
-      this.#hub.join(this, teamId, since.get(teamId)).catch(this.#onError)
+      this.#hub.join(this, teamId, since.get(teamId)).catch(this.#joinFailed)
     }
   }
 
@@ -255,6 +310,7 @@ export class ClientConnection implements HubClient {
   }
 
   #invalid (code: ErrorCode, message: string): void {
+    if (frameRefused.hasSubscribers) frameRefused.publish({ instance: this.#instance, code })
     this.#error(code, message)
     if (++this.#invalidFrames > this.#options.maxInvalidFrames) {
       this.close(CloseCode.POLICY_VIOLATION, 'too many invalid frames')
@@ -285,11 +341,26 @@ export class ClientConnection implements HubClient {
 
   readonly #onPong = (): void => { this.awaitingPong = false }
 
-  readonly #onClose = (): void => {
+  readonly #onClose = (code: number): void => {
     this.#leaveAll()
+    const durationMs = Math.round(performance.now() - this.#openedAt)
+    const closed = { code, durationMs, framesSent: this.#framesSent, bytesSent: this.#bytesSent, slowConsumer: this.#slowConsumer }
+    this.#log.info(closed, 'atlas: connection closed')
+    if (connectionClosed.hasSubscribers) connectionClosed.publish({ instance: this.#instance, connectionId: this.id, userId: this.#principal.userId, ...closed })
     this.#ended()
   }
 
+  /**
+   * A join that failed (the database could not be read): the client would wait for a
+   * `subscribed` that never comes. It is told by closing with 1011, and reconnects and resumes.
+   */
+  readonly #joinFailed = (err: unknown): void => {
+    this.#log.error({ err }, 'atlas: subscribing failed; closing the connection with 1011')
+    this.close(CloseCode.INTERNAL_ERROR, 'internal error: reconnect and resume')
+  }
+
   // A socket error (bad frame at the protocol level, reset) ends this connection only; ws closes it.
-  readonly #onError = (): void => {}
+  readonly #onError = (err: Error): void => {
+    this.#log.debug({ err }, 'atlas: socket error')
+  }
 }

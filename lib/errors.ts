@@ -87,6 +87,10 @@ export class ServerFullError extends define('SERVER_FULL') {
   constructor () { super() }
 }
 
+export class ServerOverloadedError extends define('SERVER_OVERLOADED') {
+  constructor () { super() }
+}
+
 /** An upgrade request to a route that is not a WebSocket endpoint. */
 export class NotAWebSocketRouteError extends define('NOT_A_WEBSOCKET_ROUTE') {
   constructor (method: string, url: string) { super(method, url) }

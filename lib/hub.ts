@@ -3,6 +3,7 @@ import { silentLogger, type Logger } from './logger.js'
 import type { ResyncReason, ServerControlFrame } from '../protocol/index.js'
 import type { TaskRepository } from './repository.js'
 import { SharedFrame } from './shared-frame.js'
+import { eventDelivered } from './diagnostics.js'
 import type { LoggedEvent } from './types.js'
 
 /** One subscriber of team streams: a WebSocket connection, in practice. */
@@ -94,11 +95,11 @@ export class Hub {
     this.#maxReplay = options.maxReplayEvents ?? DEFAULT_MAX_REPLAY_EVENTS
     this.#onRecovered = options.onRecovered
     this.#broker.attach({
-      onEvent: (event) => { this.#advance(event) },
+      onEvent: (event) => { this.#advance(event, 'remote') },
       onResubscribed: () => { this.#recover() }
     })
     // Local sockets get a commit at once; publishing it to the other instances is the relay's.
-    this.#unsubscribeCommits = this.#repository.onCommit((event) => { this.#advance(event) })
+    this.#unsubscribeCommits = this.#repository.onCommit((event) => { this.#advance(event, 'local') })
   }
 
   /** Number of teams with local subscribers, and of subscriptions (live or still replaying). */
@@ -204,18 +205,23 @@ export class Hub {
   }
 
   /** Takes an event from any source (local commit, broker, relay) into its team's stream, in order. */
-  #advance (event: LoggedEvent): void {
+  #advance (event: LoggedEvent, origin: 'local' | 'remote'): void {
     const stream = this.#teams.get(event.teamId)
     if (stream === undefined || !stream.ready || event.seq <= stream.delivered) return
-    if (event.seq === stream.delivered + 1) this.#deliver(stream, event)
+    if (event.seq === stream.delivered + 1) this.#deliver(stream, event, origin)
     else this.#catchUp(event.teamId, stream)
   }
 
-  #deliver (stream: TeamStream, event: LoggedEvent): void {
+  /** `origin`: where the event came from; absent when it was read from the log (no lag known). */
+  #deliver (stream: TeamStream, event: LoggedEvent, origin?: 'local' | 'remote'): void {
     stream.delivered = event.seq
     if (stream.clients.size === 0) return
     const frame = new SharedFrame(event.payload)
     for (const client of stream.clients) client.sendEvent(frame)
+    if (eventDelivered.hasSubscribers) {
+      const lagMs = event.arrivedAt === undefined ? undefined : performance.now() - event.arrivedAt
+      eventDelivered.publish({ instance: this.#broker.instanceId, count: stream.clients.size, lagMs, origin: origin ?? 'log' })
+    }
   }
 
   /** Delivers everything the log holds after what this stream delivered. */

@@ -26,6 +26,8 @@ export class MemoryBus {
 
 export class MemoryBroker implements Broker {
   readonly instanceId: string
+  /** In-process: always. */
+  readonly connected = true
   readonly #bus: MemoryBus
   readonly #teams = new Set<string>()
   #handlers: BrokerHandlers | undefined
@@ -46,7 +48,8 @@ export class MemoryBroker implements Broker {
 
   /** @internal called by the bus */
   receive (event: LoggedEvent): void {
-    if (this.#teams.has(event.teamId)) this.#handlers?.onEvent(event)
+    // A copy of its own: the arrival here starts this instance's delivery lag.
+    if (this.#teams.has(event.teamId)) this.#handlers?.onEvent({ teamId: event.teamId, seq: event.seq, payload: event.payload, arrivedAt: performance.now() })
   }
 
   async signal (topic: string): Promise<void> {

@@ -1,4 +1,5 @@
 import type { Broker } from './broker.js'
+import { outboxRelayed } from './diagnostics.js'
 import type { Logger } from './logger.js'
 import type { TaskRepository } from './repository.js'
 import type { LoggedEvent } from './types.js'
@@ -141,6 +142,10 @@ export class OutboxRelay {
     this.#log.debug({ count: pending.length }, 'atlas: relaying unpublished events')
     Promise.all(pending.map(async (event) => await this.#publish(event))).then((taken) => {
       this.#relaying = false
+      if (outboxRelayed.hasSubscribers) {
+        const published = taken.filter(Boolean).length
+        outboxRelayed.publish({ instance: this.#broker.instanceId, published, failed: taken.length - published })
+      }
       const again = this.#relayAgain
       this.#relayAgain = undefined
       if (pending.length === RELAY_PAGE && taken.every(Boolean)) {

@@ -4,6 +4,7 @@ import type { Hub } from './hub.js'
 import { CloseCode } from '../protocol/constants.js'
 import { TokenBucket } from './token-bucket.js'
 import type { Principal } from './types.js'
+import type { Logger } from './logger.js'
 
 export interface RealtimeServerOptions extends ClientConnectionOptions {
   /** Open connections this instance accepts in all. */
@@ -14,6 +15,10 @@ export interface RealtimeServerOptions extends ClientConnectionOptions {
   shutdownGraceMs: number
   /** Checks the credential of a `refresh` frame; without it, `refresh` is answered `refresh_unsupported`. */
   checkToken?: CheckToken
+  /** Connections log through children of it (open, resume, resync, slow-consumer cut, close). */
+  logger?: Logger
+  /** The instance's id (its broker's), in the diagnostics messages of its connections. */
+  instance?: string
 }
 
 /** Why a new connection is refused: the instance is full, or the user holds too many. */
@@ -80,7 +85,7 @@ export class RealtimeServer {
       user = { connections: new Set(), replay: new TokenBucket(replayBytesPerMinute, replayBytesPerMinute / 60) }
       this.#users.set(userId, user)
     }
-    const connection = new ClientConnection(socket, principal, this.#hub, this.#options, user.replay, this.#options.checkToken)
+    const connection = new ClientConnection(socket, principal, this.#hub, this.#options, { replayBudget: user.replay, checkToken: this.#options.checkToken, logger: this.#options.logger, instance: this.#options.instance })
     const counted = user
     counted.connections.add(connection)
     this.#connections.add(connection)

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { Redis, RedisOptions } from 'ioredis'
 import { decodeBrokerMessage, decodeSignal, encodeBrokerMessage, encodeSignal, type Broker, type BrokerHandlers, type SignalWatcher } from './broker.js'
 import type { LoggedEvent } from './types.js'
+import { brokerReconnected } from './diagnostics.js'
 
 /** Channel prefix when none is given (atlasBroker's `channelPrefix` documents it). */
 export const DEFAULT_CHANNEL_PREFIX = 'atlas:team:'
@@ -55,6 +56,9 @@ export class RedisBroker implements Broker {
     this.#subscriber.on('ready', this.#onSubscriberReady)
     this.#publisher.on('ready', this.#onPublisherReady)
   }
+
+  /** Both connections are up (the subscriber's SUBSCRIBE may still be in flight just after a reconnect). */
+  get connected (): boolean { return this.#publisher.status === 'ready' && this.#subscriber.status === 'ready' }
 
   /** The connection used for PUBLISH (for diagnostics and tests). */
   get publisher (): Redis { return this.#publisher }
@@ -119,6 +123,7 @@ export class RedisBroker implements Broker {
     if (!channel.startsWith(this.#prefix)) return
     const decoded = decodeBrokerMessage(channel.slice(this.#prefix.length), message)
     if (decoded === undefined || decoded.origin === this.instanceId) return
+    decoded.event.arrivedAt = performance.now()
     this.#handlers?.onEvent(decoded.event)
   }
 
@@ -128,7 +133,10 @@ export class RedisBroker implements Broker {
     const channels = [...this.#teams].map((t) => this.#prefix + t)
     if (this.#watchers.size > 0) channels.push(this.#control)
     const resubscribed = channels.length === 0 ? Promise.resolve() : this.#subscriber.subscribe(...channels)
-    resubscribed.then(() => { this.#resubscribed() }, () => { /* the connection dropped again; the next 'ready' retries */ })
+    resubscribed.then(() => {
+      if (brokerReconnected.hasSubscribers) brokerReconnected.publish({ instance: this.instanceId })
+      this.#resubscribed()
+    }, () => { /* the connection dropped again; the next 'ready' retries */ })
   }
 
   readonly #onPublisherReady = (): void => { this.#resubscribed() }

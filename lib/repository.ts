@@ -9,6 +9,7 @@ import { createdTaskFields, TASK_FIELDS, type TaskField } from '../protocol/cons
 import type { Task, TaskEvent, TaskInput, TaskPatch } from '../protocol/schemas.js'
 import type { LoggedEvent } from './types.js'
 import { isWellFormed } from './well-formed.js'
+import { transactionTimed } from './diagnostics.js'
 
 /** Who makes a mutation and under which conditions. */
 export interface MutationContext {
@@ -96,6 +97,9 @@ export class TaskRepository {
     insertEvent: Statement<unknown[]>
     eventsAfter: Statement<[string, number, number], LoggedEvent>
     history: Statement<[string], { seq: number, prunedThrough: number }>
+    unpublishedCount: Statement<[], number>
+    begin: Statement<[]>
+    rollback: Statement<[]>
     markPublished: Statement<[string, number]>
   }
 
@@ -116,6 +120,9 @@ export class TaskRepository {
       eventsAfter: sqlite.prepare<[string, number, number], LoggedEvent>(`select "team_id" as "teamId", "seq", "payload" from "events"
         where "team_id" = ? and "seq" > ? order by "seq" asc limit ?`),
       history: sqlite.prepare<[string], { seq: number, prunedThrough: number }>('select "seq", "pruned_through" as "prunedThrough" from "team_sequences" where "team_id" = ?'),
+      unpublishedCount: sqlite.prepare<[], number>('select count(*) from "events" where "published" = 0').pluck(),
+      begin: sqlite.prepare('begin immediate'),
+      rollback: sqlite.prepare('rollback'),
       markPublished: sqlite.prepare<[string, number]>('update "events" set "published" = 1 where "team_id" = ? and "seq" = ?')
     }
     const immediate = sqlite.transaction((fn: () => unknown) => fn()).immediate
@@ -282,6 +289,26 @@ export class TaskRepository {
       .from(revocations).where(sql`${revocations.id} > ${afterId}`).orderBy(asc(revocations.id)).limit(limit).all()
   }
 
+  /** Events no broker has taken yet (the outbox's backlog; the partial index answers it). */
+  unpublishedCount (): number {
+    return this.#q.unpublishedCount.get() as number
+  }
+
+  /**
+   * Whether a write could start now: takes the write lock and gives it back at once (waiting at
+   * most the busy timeout for another process's transaction). False on a read-only or closed
+   * database, or one whose lock is held past the timeout.
+   */
+  writable (): boolean {
+    try {
+      this.#q.begin.run()
+      this.#q.rollback.run()
+      return true
+    } catch {
+      return false
+    }
+  }
+
   /** The id of the last revocation recorded (0: none): an instance starting applies only later ones. */
   lastRevocationId (): number {
     return this.#db.select({ id: sql<number | null>`max(${revocations.id})` }).from(revocations).get()?.id ?? 0
@@ -313,6 +340,8 @@ export class TaskRepository {
     const fingerprint = mutationId === undefined ? '' : canonicalJson(request)
     let committed: LoggedEvent | undefined
     const tx = this.#db
+    const timed = transactionTimed.hasSubscribers
+    const started = timed ? performance.now() : 0
     const result = this.#immediate((): MutationResult => {
       if (mutationId !== undefined) {
         const seen = tx.select().from(mutations)
@@ -338,7 +367,10 @@ export class TaskRepository {
       }
       return { task, event, replayed: false }
     })
+    const arrivedAt = performance.now()
+    if (timed) transactionTimed.publish({ repository: this, durationMs: arrivedAt - started })
     if (committed !== undefined) {
+      committed.arrivedAt = arrivedAt
       for (const listener of this.#listeners) listener(committed)
     }
     return result

@@ -16,4 +16,9 @@ export interface LoggedEvent {
   teamId: string
   seq: number
   payload: string
+  /**
+   * When this instance got it (committed it, or received it from the broker), on the monotonic
+   * clock (`performance.now()`): the start of its delivery lag. Absent on events read from the log.
+   */
+  arrivedAt?: number
 }

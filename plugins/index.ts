@@ -11,6 +11,10 @@ import { atlasRepository, AtlasRepositoryOptionsSchema, type AtlasRepositoryOpti
 import { atlasTaskRoutes, AtlasTaskRoutesOptionsSchema, type AtlasTaskRoutesOptions } from './task-routes.js'
 import { atlasUpgradeGuard } from './upgrade-guard.js'
 import { atlasRevocations, type AtlasRevocationsOptions, type RevocationTarget } from './revocations.js'
+import { atlasMetrics, AtlasMetricsOptionsSchema, type AtlasMetricsOptions } from './metrics.js'
+import { atlasHealth, AtlasHealthOptionsSchema, type AtlasHealthOptions, type Readiness } from './health.js'
+import { atlasOverload, AtlasOverloadOptionsSchema, type AtlasOverloadOptions } from './overload.js'
+import { atlasAccessLog } from './access-log.js'
 import { atlasWebSocket, AtlasWebSocketOptionsSchema, RECOMMENDED_MAX_PAYLOAD, type AtlasWebSocketOptions } from './websocket.js'
 import { group, handedOn, integer, optionError, optionsChecker, string, type OptionsOf } from './options.js'
 
@@ -43,6 +47,21 @@ export const AtlasRealtimeOptionsSchema = group({
     expected: 'an object or false',
     description: 'Options of [`atlasTaskRoutes`](#atlastaskroutes), or `false` to register no task routes (your own routes still broadcast).'
   })),
+  metrics: Type.Optional(Type.Union([AtlasMetricsOptionsSchema, Type.Literal(false)], {
+    default: false,
+    expected: 'an object or false',
+    description: 'Options of [`atlasMetrics`](#atlasmetrics) (`{}`: its defaults, `/metrics`), or `false`: no metrics.'
+  })),
+  health: Type.Optional(Type.Union([AtlasHealthOptionsSchema, Type.Literal(false)], {
+    default: false,
+    expected: 'an object or false',
+    description: 'Options of [`atlasHealth`](#atlashealth) (`{}`: `/health/live` and `/health/ready`), or `false`: no health routes.'
+  })),
+  overload: Type.Optional(Type.Union([AtlasOverloadOptionsSchema, Type.Literal(false)], {
+    default: false,
+    expected: 'an object or false',
+    description: 'Options of [`atlasOverload`](#atlasoverload) (`{}`: its defaults), or `false`: no overload protection.'
+  })),
   auth: Type.Optional(Type.Omit(AtlasAuthOptionsSchema, ['authenticate', 'authenticateToken'], {
     $id: 'AtlasAuthLimits',
     default: {},
@@ -57,7 +76,7 @@ export type AtlasRealtimeOptions = OptionsOf<typeof AtlasRealtimeOptionsSchema> 
 const NAME = 'atlas-realtime'
 
 // Each plugin checks its own options at its registration, naming itself; the umbrella checks its own level.
-const checkOptions = optionsChecker(NAME, AtlasRealtimeOptionsSchema, { delegated: ['authenticate', 'authenticateToken', 'database', 'broker', 'hub', 'websocket', 'routes', 'auth'] })
+const checkOptions = optionsChecker(NAME, AtlasRealtimeOptionsSchema, { delegated: ['authenticate', 'authenticateToken', 'database', 'broker', 'hub', 'websocket', 'routes', 'auth', 'metrics', 'health', 'overload'] })
 const checkWebSocketExtras = optionsChecker(NAME, WebSocketExtrasSchema, { path: 'websocket' })
 
 /** Registers the whole suite from one options object. */
@@ -87,9 +106,14 @@ const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fas
   if (!fastify.hasDecorator('websocketServer')) {
     await fastify.register(fastifyWebsocket, { options: { maxPayload, handleProtocols: atlasHandleProtocols }, preClose: atlasWebSocketPreClose })
   }
+  // Before the suite's routes, so its check runs first on their requests; after @fastify/websocket,
+  // whose own onRequest hook marks an upgrade (request.ws) so that a refused one's socket is closed.
+  if (options.overload !== undefined && options.overload !== false) await fastify.register(atlasOverload, options.overload)
   await fastify.register(atlasWebSocket, websocket)
   await fastify.register(atlasRevocations)
   if (routes !== false) await fastify.register(atlasTaskRoutes, { rateLimitRedis, ...routes })
+  if (options.health !== undefined && options.health !== false) await fastify.register(atlasHealth, options.health)
+  if (options.metrics !== undefined && options.metrics !== false) await fastify.register(atlasMetrics, options.metrics)
 }
 
 /**
@@ -116,8 +140,8 @@ export default atlasRealtime
 
 export { requireTeam } from './auth.js'
 export { accessTokenOf } from './credentials.js'
-export { atlasAuth, atlasBroker, atlasCredentials, atlasHub, atlasRepository, atlasRevocations, atlasTaskRoutes, atlasUpgradeGuard, atlasWebSocket }
-export type { AtlasRevocationsOptions, RevocationTarget }
+export { atlasAccessLog, atlasAuth, atlasBroker, atlasCredentials, atlasHealth, atlasHub, atlasMetrics, atlasOverload, atlasRepository, atlasRevocations, atlasTaskRoutes, atlasUpgradeGuard, atlasWebSocket }
+export type { AtlasHealthOptions, AtlasMetricsOptions, AtlasOverloadOptions, AtlasRevocationsOptions, Readiness, RevocationTarget }
 export type { Authenticate, AuthenticateToken, AtlasAuthOptions, AtlasBrokerOptions, AtlasHubOptions, AtlasRepositoryOptions, AtlasTaskRoutesOptions, AtlasWebSocketOptions }
 export { MUTATION_ID_HEADER, etagOf, parseIfMatch } from './task-routes.js'
 export * from '../lib/index.js'

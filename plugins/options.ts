@@ -40,6 +40,10 @@ export function integer ({ allowZero = false, ...doc }: Doc & { default?: number
   }), doc)
 }
 
+export function boolean (doc: Doc & { default: boolean }): WithDefault<ReturnType<typeof Type.Boolean>> {
+  return withDoc(Type.Boolean({ expected: 'true or false' }), doc) as WithDefault<ReturnType<typeof Type.Boolean>>
+}
+
 export function string (doc: Doc & { default: string, pattern?: RegExp, allowEmpty?: boolean }): WithDefault<ReturnType<typeof Type.String>>
 export function string (doc: Doc & { pattern?: RegExp, allowEmpty?: boolean }): ReturnType<typeof Type.String>
 export function string ({ pattern, allowEmpty = false, ...doc }: Doc & { default?: string, pattern?: RegExp, allowEmpty?: boolean }): ReturnType<typeof Type.String> {

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
-import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyPluginAsync, FastifyReply } from 'fastify'
+import { upgradeRefused } from '../lib/diagnostics.js'
 import { ForbiddenOriginError, InvalidQueryError, ServerFullError, TooManyConnectionsError } from '../lib/errors.js'
 import { parseConnectQuery } from '../lib/frame-parser.js'
 import { RealtimeServer } from '../lib/realtime-server.js'
@@ -77,7 +78,12 @@ const checkOptions = optionsChecker(NAME, AtlasWebSocketOptionsSchema)
 
 const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastify, rawOptions) => {
   const { path, allowedOrigins, ...limits } = checkOptions(rawOptions)
-  const realtime = new RealtimeServer(fastify.atlasHub, { ...limits, checkToken: fastify.atlasCheckToken })
+  const realtime = new RealtimeServer(fastify.atlasHub, {
+    ...limits,
+    checkToken: fastify.atlasCheckToken,
+    logger: fastify.log.child({ instance: fastify.atlasBroker.instanceId }),
+    instance: fastify.atlasBroker.instanceId
+  })
   const originAllowed = originCheck(allowedOrigins)
   // A refused upgrade is told when to try again: by then a heartbeat round has dropped dead sockets.
   const retryAfter = String(Math.ceil(limits.heartbeatMs / 1000))
@@ -96,6 +102,13 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
   const connectQueries = new WeakMap<object, { teams: string[] | undefined, since: Map<string, number> }>()
   // Refusals told by close code, for the socket handler.
   const refusals = new WeakMap<object, { code: number, reason: string }>()
+  const refused = (statusCode: number, code: string): void => {
+    if (upgradeRefused.hasSubscribers) upgradeRefused.publish({ instance: fastify.atlasBroker.instanceId, statusCode, code })
+  }
+  const refuse = async (reply: FastifyReply, error: { statusCode: number, code: string, message: string }): Promise<FastifyReply> => {
+    refused(error.statusCode, error.code)
+    return await sendError(reply, error)
+  }
 
   fastify.get(path, {
     websocket: true,
@@ -103,10 +116,10 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
     // Cheapest checks first: a foreign page or a full instance costs no authentication.
     preValidation: async (request, reply) => {
       if (!originAllowed(request.headers.origin, request.host)) {
-        return await sendError(reply, new ForbiddenOriginError(String(request.headers.origin)))
+        return await refuse(reply, new ForbiddenOriginError(String(request.headers.origin)))
       }
       if (realtime.refusal() !== undefined) {
-        return await sendError(reply.header('retry-after', retryAfter), new ServerFullError())
+        return await refuse(reply.header('retry-after', retryAfter), new ServerFullError())
       }
       const resolved = await fastify.atlasResolvePrincipal(request)
       // A browser sees a refused upgrade only as 1006: a client that speaks the protocol gets
@@ -115,23 +128,25 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
       if (resolved.principal === undefined) {
         if (tellByClose && resolved.refusal.statusCode === 401) {
           refusals.set(request, { code: CloseCode.UNAUTHORIZED, reason: `unauthorized: ${resolved.refusal.message}` })
+          refused(401, resolved.refusal.code)
           return
         }
-        return await sendError(reply.headers(resolved.headers), resolved.refusal)
+        return await refuse(reply.headers(resolved.headers), resolved.refusal)
       }
       const principal = resolved.principal
       const query = parseConnectQuery(request.query as Record<string, unknown>)
-      if (!query.ok) return await sendError(reply, new InvalidQueryError(query.message))
+      if (!query.ok) return await refuse(reply, new InvalidQueryError(query.message))
       const foreign = query.teams?.find((teamId) => !principal.teams.includes(teamId))
       if (foreign !== undefined) {
         if (tellByClose) {
           refusals.set(request, { code: CloseCode.FORBIDDEN, reason: `forbidden_team: ${foreign}` })
+          refused(403, 'FORBIDDEN_TEAM')
           return
         }
-        return await sendError(reply, forbiddenTeamError(fastify, foreign))
+        return await refuse(reply, forbiddenTeamError(fastify, foreign))
       }
       if (realtime.refusal(principal) !== undefined) {
-        return await sendError(reply.header('retry-after', retryAfter), new TooManyConnectionsError(limits.maxConnectionsPerUser))
+        return await refuse(reply.header('retry-after', retryAfter), new TooManyConnectionsError(limits.maxConnectionsPerUser))
       }
       connectQueries.set(request, query)
     }
@@ -188,6 +203,6 @@ function originCheck (allowed: readonly string[]): (origin: string | undefined, 
 export const atlasWebSocket = fp(websocketPlugin, {
   fastify: '5.x',
   name: NAME,
-  dependencies: ['@fastify/websocket', 'atlas-hub', 'atlas-auth']
+  dependencies: ['@fastify/websocket', 'atlas-hub', 'atlas-auth', 'atlas-broker']
 })
 export default atlasWebSocket

@@ -42,6 +42,8 @@ export const CloseCode = {
   SLOW_CONSUMER: 4008,
   /** The instance is at its connection limit (a race the upgrade's 429/503 did not catch): retry later. */
   TRY_AGAIN_LATER: 1013,
+  /** The server failed to serve the connection (a subscription could not be read from the database): reconnect and resume. */
+  INTERNAL_ERROR: 1011,
   /** Not sent by the server: the client closed a socket it found dead (no pong in time). */
   HEARTBEAT_TIMEOUT: 4000
 } as const

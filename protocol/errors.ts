@@ -132,6 +132,12 @@ export const HTTP_ERRORS = {
     message: 'This instance is at its connection limit; try again later',
     cause: 'An upgrade to an instance that holds its maximum of connections.',
     upgrade: 'The instance holds its maximum of connections (`maxConnections`, default 20,000). Carries `Retry-After` (seconds).'
+  },
+  SERVER_OVERLOADED: {
+    statusCode: 503,
+    message: 'This instance is overloaded; try again later',
+    cause: 'A mutation (any `POST`, `PUT`, `PATCH` or `DELETE`) while the instance is overloaded (event-loop delay or heap past the host\'s `overload` limits). Carries `Retry-After` (seconds). Reads and open sockets are served as usual.',
+    upgrade: 'The instance is overloaded (the host\'s `overload` limits: event-loop delay, heap). Checked first, before the request is read. Carries `Retry-After` (seconds).'
   }
 } as const satisfies Record<string, HttpErrorEntry>
 
@@ -139,6 +145,7 @@ export type HttpErrorCode = keyof typeof HTTP_ERRORS
 
 /** The checks of a WebSocket upgrade, in the order they run; the first that fails answers. */
 export const UPGRADE_REFUSAL_ORDER = [
+  'SERVER_OVERLOADED',
   'FORBIDDEN_ORIGIN',
   'SERVER_FULL',
   'AUTH_RATE_LIMITED',
@@ -220,6 +227,11 @@ export const CLOSE_CODES = {
     label: '(slow consumer)',
     sentWhen: 'The client did not read fast enough: the data queued for it passed the server\'s limit (`maxBufferedBytes`, 1 MiB by default), or, during a replay, it took nothing for `heartbeatMs`. Reason `slow consumer: reconnect and resume`. Events queued after the cut-off are not sent.',
     clientAction: 'Reconnect and resume with `since`: nothing is lost.'
+  },
+  INTERNAL_ERROR: {
+    label: 'Internal Error',
+    sentWhen: 'The server could not serve a subscription (reading the team\'s log failed, e.g. the database is unreadable); logged on the server. Reason `internal error: reconnect and resume`.',
+    clientAction: 'Reconnect with backoff and resume with `since`: nothing is lost.'
   },
   TRY_AGAIN_LATER: {
     label: 'Try Again Later',

@@ -12,6 +12,10 @@ import { AtlasRealtimeOptionsSchema } from '../plugins/index.js'
 import { AtlasRepositoryOptionsSchema } from '../plugins/repository.js'
 import { AtlasTaskRoutesOptionsSchema } from '../plugins/task-routes.js'
 import { AtlasWebSocketOptionsSchema } from '../plugins/websocket.js'
+import { AtlasMetricsOptionsSchema } from '../plugins/metrics.js'
+import { AtlasHealthOptionsSchema } from '../plugins/health.js'
+import { AtlasOverloadOptionsSchema } from '../plugins/overload.js'
+import { AtlasClientAssetsOptionsSchema } from '../plugins/client-assets.js'
 import { CloseCode, ErrorCode } from '../protocol/constants.js'
 import { CLOSE_CODES, FRAME_ERRORS, HTTP_ERRORS, NO_CLOSE_FRAME, UPGRADE_REFUSAL_ORDER, type CloseCodeEntry, type FrameErrorEntry } from '../protocol/errors.js'
 
@@ -106,7 +110,11 @@ const PLUGIN_OPTIONS: Array<[string, TObject]> = [
   ['atlasHub', AtlasHubOptionsSchema],
   ['atlasWebSocket', AtlasWebSocketOptionsSchema],
   ['atlasTaskRoutes', AtlasTaskRoutesOptionsSchema],
-  ['atlasAuth', AtlasAuthOptionsSchema]
+  ['atlasAuth', AtlasAuthOptionsSchema],
+  ['atlasMetrics', AtlasMetricsOptionsSchema],
+  ['atlasHealth', AtlasHealthOptionsSchema],
+  ['atlasOverload', AtlasOverloadOptionsSchema],
+  ['atlasClientAssets', AtlasClientAssetsOptionsSchema]
 ]
 
 export const REGIONS: GeneratedRegion[] = [

@@ -13,6 +13,7 @@ import type { LoggedEvent } from '../lib/types.js'
  */
 class GatedBroker implements Broker {
   readonly instanceId = 'gated'
+  readonly connected = true
   readonly calls: Array<{ event: LoggedEvent, settle (ok: boolean): void }> = []
   handlers: BrokerHandlers | undefined
   #waiters: Array<() => void> = []
