@@ -52,7 +52,18 @@ const demoTokens = configuredSecret === undefined
   ? await Promise.all(DEMO_USERS.map(async ([userId, teams]) => ({ userId, teams, token: await signToken(jwtSecret, userId, teams) })))
   : undefined
 
-const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens, https, hstsMaxAgeSeconds, trustProxy, realtime: { routes: { maxMutationsPerUser }, websocket: { maxConnectionsPerUser, allowedOrigins } } })
+// The operator's credential (the admin routes, the operations page). A development server that
+// made up its own JWT secret makes one up too and prints it; with JWT_SECRET set and no
+// ADMIN_TOKEN there are no admin routes.
+const adminToken = process.env.ADMIN_TOKEN || (configuredSecret === undefined ? randomBytes(18).toString('base64url') : undefined)
+if (adminToken !== undefined && adminToken.length < 16) throw new Error('ADMIN_TOKEN must be at least 16 characters')
+// SIGTERM: readiness turns 503 at once, the process closes DRAIN_DELAY_MS later (give the load
+// balancer two health-check intervals to stop sending new sockets here).
+const drainDelay = process.env.DRAIN_DELAY_MS
+if (drainDelay !== undefined && drainDelay !== '' && !/^\d+$/.test(drainDelay)) throw new Error(`DRAIN_DELAY_MS must be a non-negative integer (got ${JSON.stringify(drainDelay)})`)
+const drainDelayMs = drainDelay === undefined || drainDelay === '' ? 0 : Number(drainDelay)
+
+const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens, adminToken, https, hstsMaxAgeSeconds, trustProxy, realtime: { routes: { maxMutationsPerUser }, websocket: { maxConnectionsPerUser, allowedOrigins } } })
 await app.listen({ port, host })
 
 // The port listened on (PORT=0: one the system chose).
@@ -67,8 +78,13 @@ if (demoTokens !== undefined) {
   }
 }
 
+if (adminToken !== undefined && process.env.ADMIN_TOKEN === undefined) console.log(`Admin token for this run (POST /admin/revocations): ${adminToken}`)
+
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => { app.close().then(() => process.exit(0), () => process.exit(1)) })
+  process.once(signal, () => {
+    app.atlasDrain()
+    setTimeout(() => { app.close().then(() => process.exit(0), () => process.exit(1)) }, drainDelayMs)
+  })
 }
 
 /**

@@ -200,7 +200,7 @@ export const CLOSE_CODES = {
   },
   UNAUTHORIZED: {
     label: '(unauthorized)',
-    sentWhen: 'Right after the handshake, to a client that offered the `atlas.v1` subprotocol, when the upgrade carried no valid credential (where other clients get `401`); reason `unauthorized: ` and the 401 message. Or later, when the credentials the socket was opened with expired (for the example\'s JWTs: the `exp` claim passed), checked at every heartbeat round, so up to `heartbeatMs` late; reason `credentials expired`.',
+    sentWhen: 'Right after the handshake, to a client that offered the `atlas.v1` subprotocol, when the upgrade carried no valid credential (where other clients get `401`); reason `unauthorized: ` and the 401 message. When a `refresh` was refused; reason `unauthorized: refresh refused`. Or when the credential the socket holds expired (for the example\'s JWTs: the `exp` claim passed), checked at every heartbeat round, so up to `heartbeatMs` late; reason `credentials expired`. These reasons are stable: a client may tell them apart.',
     clientAction: 'Get a fresh credential and reconnect, resuming with `since`: nothing is lost. Reconnecting with the same credential is refused again: stop and tell the user.'
   },
   FORBIDDEN: {
@@ -211,7 +211,7 @@ export const CLOSE_CODES = {
   REVOKED: {
     label: '(revoked)',
     sentWhen: 'The host revoked the user (`fastify.atlasRevoke({ userId })`, on any instance): every socket of the user, on every instance, is closed with it within about a second. Reason `revoked`.',
-    clientAction: 'Reconnect with backoff: a credential the host no longer accepts is refused with 4001, and then the client stops.'
+    clientAction: 'Stop and tell the user. A client that can get a different credential may reconnect with it (the host\'s `authenticate` decides); the same one is likely refused with 4001.'
   },
   POLICY_VIOLATION: {
     label: 'Policy Violation',
