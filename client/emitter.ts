@@ -20,6 +20,11 @@ export class Emitter<Events extends object> {
     this.#listeners.get(type)?.delete(listener as Listener<never>)
   }
 
+  /** Whether anyone listens to `type` (a store decides by it whether the app resolves conflicts itself). */
+  protected listens<K extends keyof Events>(type: K): boolean {
+    return (this.#listeners.get(type)?.size ?? 0) > 0
+  }
+
   protected emit<K extends keyof Events>(type: K, value: Events[K]): void {
     const set = this.#listeners.get(type)
     if (set === undefined) return

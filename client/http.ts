@@ -24,7 +24,9 @@ export class AtlasApiError extends Error {
     readonly status: number,
     readonly code: string,
     /** With 412: the task as the server has it now, so the caller can rebase. */
-    readonly task?: Task
+    readonly task?: Task,
+    /** With 429 and 503: the server's Retry-After, in ms. */
+    readonly retryAfterMs?: number
   ) {
     super(message)
     this.name = 'AtlasApiError'
@@ -166,7 +168,8 @@ export class TaskApi {
       typeof answer.message === 'string' ? answer.message : `${method} ${path} answered ${response.status}`,
       response.status,
       typeof answer.code === 'string' ? answer.code : `HTTP_${response.status}`,
-      answer.task
+      answer.task,
+      retryAfterMs(response.headers.get('retry-after'))
     )
     if (response.status === 401) {
       refused.set(error, token)
@@ -174,6 +177,12 @@ export class TaskApi {
     }
     throw error
   }
+}
+
+/** Retry-After in seconds (the only form the server sends); undefined when absent or not a number. */
+function retryAfterMs (header: string | null): number | undefined {
+  if (header === null || !/^\d+$/.test(header.trim())) return undefined
+  return Number(header.trim()) * 1000
 }
 
 function trimBase (url: string): string {

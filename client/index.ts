@@ -3,7 +3,8 @@
  * No server code is imported here, so the compiled files can be served to a page as they are.
  */
 export { AtlasClient, type AtlasClientEvents, type AtlasClientOptions, type Snapshot, type SnapshotReason } from './client.js'
-export { TaskStore, type MutationKind, type MutationOutcome, type TaskStoreEvents, type TaskStoreOptions } from './task-store.js'
+export { TaskStore, type MutationKind, type MutationOutcome, type PersistOptions, type TaskConflict, type TaskStoreEvents, type TaskStoreOptions } from './task-store.js'
+export { MemoryStorage, defaultQueueStorage, type QueueStorage } from './queue-storage.js'
 export { RealtimeConnection, type CloseVerdict, type ConnectionEvents, type ConnectionOptions, type ConnectionState, type DisconnectInfo, type HeartbeatOptions, type ReconnectInfo } from './connection.js'
 export { TaskApi, AtlasApiError, type MutationOptions, type MutationResponse, type TaskApiOptions, type TaskPage } from './http.js'
 export { AtlasClientError, type AtlasClientErrorCode } from './errors.js'

@@ -152,7 +152,7 @@ t.test('a stale edit refused with 412 is rolled back to the server\'s current ta
   t.equal(s.store.pendingCount, 0)
 })
 
-t.test('refusals roll back: 403 (membership lost), 400 (invalid), 409 (mutation id reused), and a request that never arrived', async (t) => {
+t.test('without a conflict listener, refusals roll back: 403 (membership lost), 400 (invalid), 404 (a delete), 409 (mutation id reused); a request that never arrived is retried', async (t) => {
   const redToken = await tokenFor('alice', ['red'])
   const blueToken = await tokenFor('alice', ['blue'])
   let token = redToken
@@ -203,13 +203,12 @@ t.test('refusals roll back: 403 (membership lost), 400 (invalid), 409 (mutation 
   t.same(s.store.get(task.id), firstState, '409: back to the state the first use produced')
   fixedId = undefined
 
+  // A request that never arrived is not a refusal: it is sent again, with the same key (test/sdk-offline.test.ts).
   s.failNextCall()
-  const lost = await s.store.update(task.id, { title: 'lost' })
-  t.notOk(lost.ok)
-  if (!lost.ok) {
-    t.equal(lost.error.status, 0)
-    t.match(lost.reason, /did not reach the server/)
-  }
-  t.same(s.store.get(task.id), firstState, 'network failure: rolled back')
+  const keysBefore = s.sentKeys.length
+  const lost = await s.store.update(task.id, { title: 'lost, then sent again' })
+  t.ok(lost.ok, 'network failure: retried, not rolled back')
+  t.same(s.sentKeys.slice(keysBefore), [lost.mutationId, lost.mutationId], 'twice, with the same Idempotency-Key')
+  t.equal(s.store.get(task.id)?.title, 'lost, then sent again')
   t.same(s.store.tasks, await serverTasks(s), 'the store agrees with the server')
 })
