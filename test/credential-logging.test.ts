@@ -22,7 +22,8 @@ function captureLog (): CapturedLog {
 }
 
 async function exampleApp (t: { testdir (): string }, log: CapturedLog): Promise<FastifyInstance> {
-  return await buildExampleApp({ jwtSecret: TEST_SECRET, databasePath: `${t.testdir()}/atlas.db`, logger: log.logger })
+  // Fastify's own request lines on as well: they are what an integrator's app logs by default.
+  return await buildExampleApp({ jwtSecret: TEST_SECRET, databasePath: `${t.testdir()}/atlas.db`, logger: log.logger, fastifyRequestLogging: true })
 }
 
 /** The lines that carry the token, or its signature alone (a value cut at a `.` would still be a leak). */
