@@ -1,12 +1,15 @@
-import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import fastifyStatic from '@fastify/static'
 import { existsSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname } from 'node:path'
 import type { ServerOptions as HttpsOptions } from 'node:https'
 import { fileURLToPath } from 'node:url'
 import { atlasAccessLog, atlasClientAssets, atlasRealtime, type AtlasRealtimeOptions } from '../plugins/index.js'
 import { timingSafeEqual } from 'node:crypto'
 import { Type, type Static } from '@sinclair/typebox'
 import { TeamId } from '../protocol/schemas.js'
+import { atlasOps } from '../plugins/ops.js'
 import { jwtAuthenticator, jwtVerifier } from './jwt-auth.js'
 
 export interface ExampleConfig {
@@ -15,6 +18,8 @@ export interface ExampleConfig {
   jwtSecret: string
   /** `true` logs to stdout at info; Fastify logger options (tests capture the log with a stream). */
   logger?: FastifyServerOptions['logger']
+  /** Fastify's own two lines per request as well as the access line (tests of what Fastify logs). */
+  fastifyRequestLogging?: boolean
   /** Extra options for the suite (tests tune timers with it). */
   realtime?: Partial<Omit<AtlasRealtimeOptions, 'authenticate' | 'database'>>
   /**
@@ -54,7 +59,7 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
   const app = Fastify({
     logger: config.logger ?? false,
     // atlasAccessLog writes one line per request (never a query) instead of Fastify's two.
-    logController: new LogController({ disableRequestLogging: true }),
+    logController: new LogController({ disableRequestLogging: config.fastifyRequestLogging !== true }),
     trustProxy: config.trustProxy ?? false,
     https: config.https ?? null
     // Only app.server's type differs between HTTP and HTTPS: nothing here uses it.
@@ -92,7 +97,7 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
     const tokens = config.demoTokens.map(({ userId, teams, token }) => ({ userId, teams, token }))
     app.get('/demo/tokens', async (_request, reply) => reply.header('cache-control', 'no-store').send({ users: tokens }))
   }
-  if (config.adminToken !== undefined) registerAdminRoutes(app, config.adminToken)
+  if (config.adminToken !== undefined) await registerAdminRoutes(app, config.adminToken)
   // The readiness, with the connection count (older tooling of the example probes /health).
   app.get('/health', { logLevel: 'warn' }, async (_request, reply) => {
     const readiness = app.atlasReadiness()
@@ -111,24 +116,59 @@ const RevocationBody = Type.Object({
  * An operator cuts a user off, or takes one team from them, on the sockets of every instance.
  * (A real API would also stop accepting the user's tokens; the example's JWTs simply run out.)
  */
-function registerAdminRoutes (app: FastifyInstance, adminToken: string): void {
+async function registerAdminRoutes (app: FastifyInstance, adminToken: string): Promise<void> {
   const expected = Buffer.from(`Bearer ${adminToken}`)
   const isAdmin = (authorization: string | undefined): boolean => {
     const given = Buffer.from(authorization ?? '')
     return given.length === expected.length && timingSafeEqual(given, expected)
   }
+  // Before the body is read: a stranger learns nothing, not even what the body should be.
+  const adminOnly = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    if (isAdmin(request.headers.authorization)) return
+    await reply.code(401).header('www-authenticate', 'Bearer realm="atlas-admin"')
+      .send({ statusCode: 401, code: 'UNAUTHORIZED', error: 'Unauthorized', message: 'The admin token is required' })
+  }
   app.post<{ Body: Static<typeof RevocationBody> }>('/admin/revocations', {
-    // Before the body is read: a stranger learns nothing, not even what the body should be.
-    onRequest: async (request, reply) => {
-      if (isAdmin(request.headers.authorization)) return
-      await reply.code(401).header('www-authenticate', 'Bearer realm="atlas-admin"')
-        .send({ statusCode: 401, code: 'UNAUTHORIZED', error: 'Unauthorized', message: 'The admin token is required' })
-    },
+    onRequest: adminOnly,
     schema: { body: RevocationBody }
   }, async (request, reply) => {
     await app.atlasRevoke(request.body)
     return await reply.code(204).send()
   })
+  await registerOpsRoutes(app, adminOnly)
+}
+
+/**
+ * The operations page: GET /ops (the page itself holds no figures, so it is open; it asks for
+ * the admin token) and GET /ops/stats, the latest figures of every instance (atlasOps), behind
+ * the admin token. The page draws them with uPlot, served from node_modules.
+ */
+async function registerOpsRoutes (app: FastifyInstance, adminOnly: (request: FastifyRequest, reply: FastifyReply) => Promise<void>): Promise<void> {
+  await app.register(atlasOps)
+  app.get('/ops', async (_request, reply) => await reply.sendFile('ops.html'))
+  // Polled every second by each open page: logged only when something is wrong.
+  app.get('/ops/stats', { onRequest: adminOnly, logLevel: 'warn' }, async (_request, reply) => {
+    return await reply.header('cache-control', 'no-store').send(app.atlasOpsStats())
+  })
+  const uplot = uplotDir()
+  // Without uPlot installed (a production install skips dev dependencies) the page shows its table only.
+  if (uplot === undefined) return
+  for (const name of ['uPlot.iife.min.js', 'uPlot.min.css']) {
+    app.get(`/ops/vendor/${name}`, async (_request, reply) => {
+      if (name.endsWith('.js')) reply.type('text/javascript; charset=utf-8')
+      return await reply.header('cache-control', 'no-cache').sendFile(name, uplot)
+    })
+  }
+}
+
+/** uPlot's dist/ folder, wherever npm put the package; undefined when it is not installed. */
+function uplotDir (): string | undefined {
+  try {
+    // Its "main" is dist/uPlot.cjs.js.
+    return dirname(createRequire(import.meta.url).resolve('uplot'))
+  } catch {
+    return undefined
+  }
 }
 
 const revalidated = {

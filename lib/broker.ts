@@ -26,8 +26,25 @@ export interface Broker {
   signal (topic: string): Promise<void>
   /** Adds a receiver of other instances' signals (several may watch). */
   watchSignals (watcher: SignalWatcher): void
+  /**
+   * Shares a small statistics sample of this instance (what the operations page charts) with
+   * the other instances, on a channel of its own. Best effort: a sample that cannot be sent now
+   * is dropped (the next one follows within a second), so it never waits for the broker.
+   * Optional: a broker without it keeps every instance's page to its own figures.
+   */
+  publishStats? (sample: string): void
+  /**
+   * Adds a receiver of other instances' samples (several may watch). What arrives is untrusted:
+   * whoever can publish on the broker can send anything under any instance id. A sample only
+   * feeds charts, so a forged one can mislead an operator but make no instance act; receivers
+   * check its shape and bound what they keep.
+   */
+  watchStats? (watcher: StatsWatcher): void
   close (): Promise<void>
 }
+
+/** `sample` as another instance published it (its own are never handed back), `origin` its instance id. */
+export type StatsWatcher = (sample: string, origin: string) => void
 
 export interface SignalWatcher {
   /** Another instance signalled `topic`. */
@@ -42,6 +59,14 @@ export interface SignalWatcher {
 /** Wire form of a signal: `<instanceId> <topic>`. */
 export function encodeSignal (instanceId: string, topic: string): string {
   return `${instanceId} ${topic}`
+}
+
+/** Wire form of a stats sample, like a signal's: `<instanceId> <sample>`. */
+export const encodeStats = encodeSignal
+
+export function decodeStats (message: string): { origin: string, sample: string } | undefined {
+  const decoded = decodeSignal(message)
+  return decoded === undefined ? undefined : { origin: decoded.origin, sample: decoded.topic }
 }
 
 export function decodeSignal (message: string): { origin: string, topic: string } | undefined {

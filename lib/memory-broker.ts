@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { Broker, BrokerHandlers, SignalWatcher } from './broker.js'
+import type { Broker, BrokerHandlers, SignalWatcher, StatsWatcher } from './broker.js'
 import type { LoggedEvent } from './types.js'
 
 /**
@@ -22,6 +22,12 @@ export class MemoryBus {
       if (member !== from) member.receiveSignal(topic)
     }
   }
+
+  stats (from: MemoryBroker, sample: string): void {
+    for (const member of this.#members) {
+      if (member !== from) member.receiveStats(sample, from.instanceId)
+    }
+  }
 }
 
 export class MemoryBroker implements Broker {
@@ -32,6 +38,7 @@ export class MemoryBroker implements Broker {
   readonly #teams = new Set<string>()
   #handlers: BrokerHandlers | undefined
   readonly #watchers = new Set<SignalWatcher>()
+  readonly #statsWatchers = new Set<StatsWatcher>()
 
   constructor (options: { bus?: MemoryBus, instanceId?: string } = {}) {
     this.instanceId = options.instanceId ?? randomUUID()
@@ -63,7 +70,18 @@ export class MemoryBroker implements Broker {
     for (const watcher of this.#watchers) watcher.onSignal(topic)
   }
 
+  publishStats (sample: string): void {
+    queueMicrotask(() => this.#bus.stats(this, sample))
+  }
+
+  watchStats (watcher: StatsWatcher): void { this.#statsWatchers.add(watcher) }
+
+  /** @internal called by the bus */
+  receiveStats (sample: string, origin: string): void {
+    for (const watcher of this.#statsWatchers) watcher(sample, origin)
+  }
+
   async subscribe (teamId: string): Promise<void> { this.#teams.add(teamId) }
   async unsubscribe (teamId: string): Promise<void> { this.#teams.delete(teamId) }
-  async close (): Promise<void> { this.#bus.leave(this); this.#teams.clear(); this.#watchers.clear() }
+  async close (): Promise<void> { this.#bus.leave(this); this.#teams.clear(); this.#watchers.clear(); this.#statsWatchers.clear() }
 }

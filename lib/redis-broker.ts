@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Redis, RedisOptions } from 'ioredis'
-import { decodeBrokerMessage, decodeSignal, encodeBrokerMessage, encodeSignal, type Broker, type BrokerHandlers, type SignalWatcher } from './broker.js'
+import { decodeBrokerMessage, decodeSignal, decodeStats, encodeBrokerMessage, encodeSignal, encodeStats, type Broker, type BrokerHandlers, type SignalWatcher, type StatsWatcher } from './broker.js'
 import type { LoggedEvent } from './types.js'
 import { brokerReconnected } from './diagnostics.js'
 
@@ -8,6 +8,8 @@ import { brokerReconnected } from './diagnostics.js'
 export const DEFAULT_CHANNEL_PREFIX = 'atlas:team:'
 /** Channel of signals when none is given (atlasBroker's `controlChannel` documents it). */
 export const DEFAULT_CONTROL_CHANNEL = 'atlas:control'
+/** Channel of statistics samples when none is given (atlasBroker's `statsChannel` documents it). */
+export const DEFAULT_STATS_CHANNEL = 'atlas:stats'
 
 export interface RedisBrokerOptions {
   /** Connection used for PUBLISH. */
@@ -18,6 +20,8 @@ export interface RedisBrokerOptions {
   channelPrefix?: string
   /** Channel of signals; must not start with `channelPrefix`. */
   controlChannel?: string
+  /** Channel of statistics samples; must not start with `channelPrefix` nor be `controlChannel`. */
+  statsChannel?: string
   instanceId?: string
 }
 
@@ -33,9 +37,11 @@ export class RedisBroker implements Broker {
   readonly #subscriber: Redis
   readonly #prefix: string
   readonly #control: string
+  readonly #stats: string
   readonly #teams = new Set<string>()
   #handlers: BrokerHandlers | undefined
   readonly #watchers = new Set<SignalWatcher>()
+  readonly #statsWatchers = new Set<StatsWatcher>()
   #closed = false
 
   constructor (options: RedisBrokerOptions) {
@@ -51,6 +57,9 @@ export class RedisBroker implements Broker {
     this.#prefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX
     this.#control = options.controlChannel ?? DEFAULT_CONTROL_CHANNEL
     if (this.#control.startsWith(this.#prefix)) throw new TypeError(`RedisBroker: controlChannel ${this.#control} starts with channelPrefix ${this.#prefix}: a team's events and signals must not share channels`)
+    this.#stats = options.statsChannel ?? DEFAULT_STATS_CHANNEL
+    // Samples are untrusted chart data: never on a channel whose messages make instances act or read.
+    if (this.#stats.startsWith(this.#prefix) || this.#stats === this.#control) throw new TypeError(`RedisBroker: statsChannel ${this.#stats} must be a channel of its own (not starting with channelPrefix ${this.#prefix}, not controlChannel)`)
     // Both connections are ready before the broker is made, so any later 'ready' is a reconnect.
     this.#subscriber.on('message', this.#onMessage)
     this.#subscriber.on('ready', this.#onSubscriberReady)
@@ -84,6 +93,20 @@ export class RedisBroker implements Broker {
     }
   }
 
+  publishStats (sample: string): void {
+    // Not connected: dropped, not queued (the next sample follows within a second).
+    if (this.#publisher.status !== 'ready') return
+    this.#publisher.publish(this.#stats, encodeStats(this.instanceId, sample)).catch(() => { /* dropped, as above */ })
+  }
+
+  watchStats (watcher: StatsWatcher): void {
+    const first = this.#statsWatchers.size === 0
+    this.#statsWatchers.add(watcher)
+    if (first && this.#subscriber.status === 'ready') {
+      this.#subscriber.subscribe(this.#stats).catch(() => { /* the next 'ready' subscribes it */ })
+    }
+  }
+
   async publish (event: LoggedEvent): Promise<void> {
     if (this.#publisher.status !== 'ready') throw new Error(`Redis publisher is ${this.#publisher.status}`)
     await this.#publisher.publish(this.#prefix + event.teamId, encodeBrokerMessage(this.instanceId, event))
@@ -111,9 +134,16 @@ export class RedisBroker implements Broker {
     this.#publisher.off('ready', this.#onPublisherReady)
     this.#teams.clear()
     this.#watchers.clear()
+    this.#statsWatchers.clear()
   }
 
   readonly #onMessage = (channel: string, message: string): void => {
+    if (channel === this.#stats) {
+      const stats = decodeStats(message)
+      if (stats === undefined || stats.origin === this.instanceId) return
+      for (const watcher of this.#statsWatchers) watcher(stats.sample, stats.origin)
+      return
+    }
     if (channel === this.#control) {
       const signal = decodeSignal(message)
       if (signal === undefined || signal.origin === this.instanceId) return
@@ -132,6 +162,7 @@ export class RedisBroker implements Broker {
     // must come after that, not before.
     const channels = [...this.#teams].map((t) => this.#prefix + t)
     if (this.#watchers.size > 0) channels.push(this.#control)
+    if (this.#statsWatchers.size > 0) channels.push(this.#stats)
     const resubscribed = channels.length === 0 ? Promise.resolve() : this.#subscriber.subscribe(...channels)
     resubscribed.then(() => {
       if (brokerReconnected.hasSubscribers) brokerReconnected.publish({ instance: this.instanceId })

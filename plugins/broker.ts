@@ -4,7 +4,7 @@ import { Redis, ReplyError, type RedisOptions } from 'ioredis'
 import type { Broker } from '../lib/broker.js'
 import { RedisUnreachableError } from '../lib/errors.js'
 import { MemoryBroker, type MemoryBus } from '../lib/memory-broker.js'
-import { DEFAULT_CHANNEL_PREFIX, DEFAULT_CONTROL_CHANNEL, RedisBroker, redisAddress, safeRedisError, type RedisConnection } from '../lib/redis-broker.js'
+import { DEFAULT_CHANNEL_PREFIX, DEFAULT_CONTROL_CHANNEL, DEFAULT_STATS_CHANNEL, RedisBroker, redisAddress, safeRedisError, type RedisConnection } from '../lib/redis-broker.js'
 import { Type } from '@sinclair/typebox'
 import { group, integer, opaqueObject, optionError, optionsChecker, redisConnection, string, type OptionsOf } from './options.js'
 
@@ -22,6 +22,10 @@ export const AtlasBrokerOptionsSchema = group({
   controlChannel: Type.Optional(string({
     default: DEFAULT_CONTROL_CHANNEL,
     description: 'The channel of signals between instances (a revocation was recorded: read it from the database). Never a team\'s channel: it must not start with `channelPrefix`. A signal carries no authority, only "read the database".'
+  })),
+  statsChannel: Type.Optional(string({
+    default: DEFAULT_STATS_CHANNEL,
+    description: 'The channel of statistics samples, about one a second from each instance running `atlasOps` (the operations page\'s figures). Neither a team\'s channel nor `controlChannel`. A sample is untrusted chart data: anyone who can publish on Redis can forge one, which misleads the charts and nothing else.'
   })),
   memoryBus: Type.Optional(opaqueObject<MemoryBus>({
     defaultText: 'a private bus',
@@ -55,6 +59,10 @@ const brokerPlugin: FastifyPluginAsync<AtlasBrokerOptions> = async (fastify, raw
     if (typeof redis === 'string' && !/^rediss?:\/\/[^\s]*$/.test(redis)) {
       throw optionError(NAME, `option redis must be a redis:// or rediss:// URL (got ${JSON.stringify(redis.slice(0, 80))})`)
     }
+    // Checked before connecting: a refused option leaves no connection open.
+    if (options.statsChannel.startsWith(options.channelPrefix) || options.statsChannel === options.controlChannel) {
+      throw optionError(NAME, `option statsChannel (${options.statsChannel}) must be a channel of its own: not starting with channelPrefix (${options.channelPrefix}), not controlChannel`)
+    }
     // The connections are this plugin's own, not @fastify/redis registrations: a namespaced
     // one decorates the instance with `redis`, and an application registering its own
     // @fastify/redis after the suite was then refused ("@fastify/redis has already been
@@ -68,7 +76,7 @@ const brokerPlugin: FastifyPluginAsync<AtlasBrokerOptions> = async (fastify, raw
     if (options.controlChannel.startsWith(options.channelPrefix)) {
       throw optionError(NAME, `option controlChannel (${options.controlChannel}) must not start with channelPrefix (${options.channelPrefix}): it would be a team's channel`)
     }
-    broker = new RedisBroker({ publisher, subscriber, channelPrefix: options.channelPrefix, controlChannel: options.controlChannel, instanceId: options.instanceId })
+    broker = new RedisBroker({ publisher, subscriber, channelPrefix: options.channelPrefix, controlChannel: options.controlChannel, statsChannel: options.statsChannel, instanceId: options.instanceId })
     // Once started, ioredis reports each failed reconnect attempt as an 'error' event and, with
     // no listener, prints "[ioredis] Unhandled error event" to stderr every time. Log the first
     // error of an outage as a warning, the retries at debug.

@@ -15,7 +15,7 @@ function bareApp (t: Test): FastifyInstance {
 
 t.test('options the schemas do not know are refused, naming the option and the plugin', async (t) => {
   const cases: Array<[string, Record<string, unknown>, RegExp]> = [
-    ['a misspelt broker option', { broker: { redisUrl: 'redis://127.0.0.1:6379' } }, /^atlas-broker: option redisUrl is unknown \(the options are redis, connectTimeoutMs, channelPrefix, controlChannel, memoryBus, instanceId\)$/],
+    ['a misspelt broker option', { broker: { redisUrl: 'redis://127.0.0.1:6379' } }, /^atlas-broker: option redisUrl is unknown \(the options are redis, connectTimeoutMs, channelPrefix, controlChannel, statsChannel, memoryBus, instanceId\)$/],
     ['an unknown umbrella option', { websockets: {} }, /^atlas-realtime: option websockets is unknown/],
     ['an unknown retention option', { hub: { retention: { maxEvents: 5 } } }, /^atlas-hub: option retention.maxEvents is unknown/],
     ['an unknown websocket option', { websocket: { heartbeat: 5 } }, /^atlas-websocket: option heartbeat is unknown/],
