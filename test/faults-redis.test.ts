@@ -257,7 +257,7 @@ t.test('an outbox larger than one relay page while Redis is down: the instance s
   t.equal(db.unpublished(), total)
   // Two relay rounds over the whole outbox, all refused by the dead Redis.
   await waitUntil('the outbox relayed (and refused) twice', async () => await attempts() >= 2 * total, 20_000)
-  const health = await fetch(`${relaying.baseUrl}/health`, { signal: AbortSignal.timeout(5000) }).then((r) => r.status, (err: Error) => err.message)
+  const health = await fetch(`${relaying.baseUrl}/health/live`, { signal: AbortSignal.timeout(5000) }).then((r) => r.status, (err: Error) => err.message)
   t.equal(health, 200, 'the instance still answers HTTP while its outbox is refused')
 
   await redis.restart()
