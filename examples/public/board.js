@@ -1,6 +1,8 @@
 // The live task board: plain DOM over the Atlas client SDK (served from /sdk/client/ as the
 // compiled ES modules of client/). All state lives in the SDK's TaskStore; this file only draws
-// it and turns clicks into store calls.
+// it and turns clicks into store calls. Edits work offline: the store keeps them (in
+// localStorage, across reloads) and sends them when the server is reachable; the page shows
+// what waits, and asks the user when an edit conflicts with someone else's.
 import { AtlasClient, TaskStore } from '/sdk/client/index.js'
 
 const COLUMNS = [['todo', 'To do'], ['in_progress', 'In progress'], ['done', 'Done']]
@@ -123,10 +125,11 @@ function onWelcome ({ userId, teams }) {
   select.value = teamId
   document.title = `${teamId} · Atlas task board`
   store = new TaskStore(client, teamId)
-  store.on('change', render)
+  store.on('change', (tasks) => { render(tasks); showUnsent() })
   store.on('applied', ({ event, previous }) => addActivity(event, previous))
   // The membership was revoked: no more events come, and what the board shows is no longer the user's to see.
   store.on('dropped', () => render([]))
+  store.on('conflict', showConflict)
   store.on('rolledBack', (outcome) => {
     const title = outcome.task?.title ?? outcome.taskId
     const what = outcome.kind === 'create' ? 'New task' : `Your change to “${title}”`
@@ -140,6 +143,59 @@ function showState (state) {
   const badge = $('connection')
   badge.dataset.state = state
   badge.textContent = STATE_LABEL[state] ?? state
+  showUnsent()
+}
+
+/** How many edits the server has not taken yet (offline, or retrying): next to the connection badge. */
+function showUnsent () {
+  let badge = $('unsent')
+  if (badge === null) {
+    badge = element('span', 'state')
+    badge.id = 'unsent'
+    badge.setAttribute('role', 'status')
+    $('connection').after(badge)
+  }
+  const count = store?.unsentCount ?? 0
+  badge.hidden = count === 0
+  badge.dataset.count = String(count)
+  const away = client?.state !== 'open'
+  badge.textContent = `${count} ${count === 1 ? 'edit' : 'edits'} not sent${away ? ' (offline: kept, sent when back)' : ''}`
+  badge.title = 'Kept on this device across reloads, and sent with the same Idempotency-Key until the server takes them.'
+}
+
+/**
+ * An edit the server refused because someone else's change came first (412), the task was
+ * deleted meanwhile (404), or the user lost the team (403): both versions, and the choice.
+ * The board shows theirs until the user decides.
+ */
+function showConflict (conflict) {
+  const box = element('div', 'notice warn conflict')
+  box.setAttribute('role', 'alert')
+  box.dataset.mutationId = conflict.mutationId
+  const title = (conflict.mine ?? conflict.theirs)?.title ?? 'a task'
+  const what = conflict.kind === 'create' ? `New task “${title}”` : conflict.kind === 'delete' ? `Your deletion of “${title}”` : `Your change to “${title}”`
+  const text = element('div')
+  text.append(element('strong', '', `${what}: ${conflict.reason}.`))
+  text.append(element('div', '', `Yours: ${summary(conflict.mine)}`))
+  text.append(element('div', '', `Theirs: ${conflict.status === 404 ? 'deleted' : summary(conflict.theirs)}`))
+  const actions = element('div', 'card-actions')
+  const keep = element('button', '', conflict.status === 404 ? 'Re-create mine' : conflict.status === 403 ? 'Try again' : 'Keep mine')
+  keep.type = 'button'
+  keep.dataset.choice = 'mine'
+  keep.addEventListener('click', () => { box.remove(); conflict.keepMine() })
+  const take = element('button', '', conflict.status === 403 ? 'Discard mine' : 'Take theirs')
+  take.type = 'button'
+  take.dataset.choice = 'theirs'
+  take.addEventListener('click', () => { box.remove(); conflict.takeTheirs() })
+  actions.append(keep, take)
+  text.append(actions)
+  box.append(text)
+  $('notices').append(box)
+}
+
+function summary (task) {
+  if (task === null || task === undefined) return 'deleted'
+  return `“${task.title}” in ${STATUS_LABEL[task.status] ?? task.status}${task.description ? `, “${task.description}”` : ''}`
 }
 
 // ---------------------------------------------------------------- rendering
@@ -150,12 +206,13 @@ function render (tasks) {
   for (const task of tasks) {
     seen.add(task.id)
     const pending = store.isPending(task.id)
+    const unsent = pending && store.isUnsent(task.id)
     const isEditing = editing?.id === task.id
-    const key = JSON.stringify([task.title, task.description, task.status, task.version, task.updatedBy, task.assignee, pending, isEditing])
+    const key = JSON.stringify([task.title, task.description, task.status, task.version, task.updatedBy, task.assignee, pending, unsent, isEditing])
     let entry = cards.get(task.id)
     // The card being edited keeps its element (and the focus and text in it).
     if (entry === undefined || (entry.key !== key && !(isEditing && entry.editing))) {
-      entry = { el: isEditing ? editCard(task) : viewCard(task, pending), key, editing: isEditing }
+      entry = { el: isEditing ? editCard(task) : viewCard(task, pending, unsent), key, editing: isEditing }
       cards.set(task.id, entry)
     }
     ;(byColumn[task.status] ?? byColumn.todo).push(entry.el)
@@ -172,19 +229,22 @@ function render (tasks) {
   }
 }
 
-function viewCard (task, pending) {
+function viewCard (task, pending, unsent) {
   const card = element('li', 'card')
   card.dataset.taskId = task.id
   card.dataset.status = task.status
   card.dataset.version = String(task.version)
-  const saved = !task.id.startsWith('local:')
+  // A task created offline can be edited before the server has it: the store queues the edits behind its creation.
+  const saved = true
   if (pending) card.classList.add('pending')
+  if (unsent) card.classList.add('unsent')
   card.draggable = saved
   card.append(element('div', 'card-title', task.title))
   if (task.description !== '') card.append(element('p', 'card-desc', task.description))
+  const waiting = unsent ? 'not sent yet' : 'saving…'
   const meta = task.version === 0
-    ? 'saving…'
-    : `v${task.version} · ${task.version === 1 ? 'created' : 'changed'} by ${task.updatedBy}${task.assignee ? ` · for ${task.assignee}` : ''}${pending ? ' · saving…' : ''}`
+    ? waiting
+    : `v${task.version} · ${task.version === 1 ? 'created' : 'changed'} by ${task.updatedBy}${task.assignee ? ` · for ${task.assignee}` : ''}${pending ? ` · ${waiting}` : ''}`
   card.append(element('div', 'card-meta', meta))
   const actions = element('div', 'card-actions')
   const index = COLUMNS.findIndex(([status]) => status === task.status)
