@@ -5,8 +5,10 @@
  * are rate-limited per socket. Before, a socket kept its upgrade's credential until it closed.
  */
 import t from 'tap'
-import { jwtVerifier } from '../examples/jwt-auth.js'
-import { TEST_SECRET, api, connectClient, startInstance, tokenFor, waitUntil } from './helpers/app.js'
+import Fastify from 'fastify'
+import { jwtAuthenticator, jwtVerifier } from '../examples/jwt-auth.js'
+import { atlasRealtime } from '../plugins/index.js'
+import { TEST_SECRET, api, connectClient, listenInstance, startInstance, tokenFor, waitUntil } from './helpers/app.js'
 import { pingPong, seqsOf } from './helpers/ws-client.js'
 
 const checkToken = jwtVerifier(TEST_SECRET)
@@ -14,7 +16,7 @@ const checkToken = jwtVerifier(TEST_SECRET)
 t.test('a refresh moves the expiry: the socket outlives its first credential and misses nothing', async (t) => {
   const instance = await startInstance(t, { databasePath: `${t.testdir()}/atlas.db`, realtime: { authenticateToken: checkToken, websocket: { heartbeatMs: 100 } } })
   const writer = await tokenFor('bob', ['red'])
-  const client = await connectClient(t, instance, await tokenFor('alice', ['red'], '2s'), { teams: ['red'] })
+  const client = await connectClient(t, instance, await tokenFor('alice', ['red'], '4s'), { teams: ['red'] })
   const welcome = await client.waitForFrame('welcome')
   t.ok(typeof welcome.expiresAt === 'number' && welcome.expiresAt > Date.now(), 'welcome says when the credential expires')
   await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: writer, body: { title: 'before' } })
@@ -72,7 +74,10 @@ t.test('refreshes are limited per socket, and unsupported without authenticateTo
     client.frames.filter((f) => f.type === 'refreshed').length === 3 && client.frames.some((f) => f.type === 'error' && f.code === 'rate_limited'))
   t.match(client.frames.find((f) => f.type === 'error'), { code: 'rate_limited', message: /3 per minute/ })
 
-  const plain = await startInstance(t, { databasePath: `${t.testdir()}/plain.db` })
+  // A host that gave no authenticateToken (the example always gives one).
+  const plainApp = Fastify()
+  await plainApp.register(atlasRealtime, { database: { databasePath: `${t.testdir()}/plain.db` }, authenticate: jwtAuthenticator(TEST_SECRET) })
+  const plain = await listenInstance(t, plainApp)
   const old = await connectClient(t, plain, await tokenFor('alice', ['red']))
   old.send({ type: 'refresh', token })
   t.match(await old.waitForFrame('error'), { code: 'refresh_unsupported' })

@@ -17,7 +17,9 @@ export async function startInstance (
   t: { teardown (fn: () => unknown): void },
   config: Omit<ExampleConfig, 'jwtSecret'> & { jwtSecret?: string }
 ): Promise<Instance> {
-  return await listenInstance(t, await buildExampleApp({ jwtSecret: TEST_SECRET, ...config }))
+  // No overload protection unless a test asks for it: tests that write thousands of events in
+  // this process hold its event loop on purpose, and the next upgrade would be refused with 503.
+  return await listenInstance(t, await buildExampleApp({ jwtSecret: TEST_SECRET, ...config, realtime: { overload: false, ...config.realtime } }))
 }
 
 /** Listens on a free port with an app the test built itself (e.g. with its own routes); closed when the test ends. */
