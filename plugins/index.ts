@@ -146,6 +146,7 @@ export type { Authenticate, AuthenticateToken, AtlasAuthOptions, AtlasBrokerOpti
 export { MUTATION_ID_HEADER, etagOf, parseIfMatch } from './task-routes.js'
 export * from '../lib/index.js'
 export { atlasClientAssets, AtlasClientAssetsOptionsSchema, type AtlasClientAssetsOptions } from './client-assets.js'
+export { atlasOps, AtlasOpsOptionsSchema, type AtlasOpsOptions } from './ops.js'
 // @fastify/websocket's additions to Fastify's types (`request.ws`, routes' `websocket: true`) come
 // with this package's types: an integrator's `authenticate` reading request.ws type-checks as is.
 export type {} from '@fastify/websocket'

@@ -16,6 +16,7 @@ import { AtlasMetricsOptionsSchema } from '../plugins/metrics.js'
 import { AtlasHealthOptionsSchema } from '../plugins/health.js'
 import { AtlasOverloadOptionsSchema } from '../plugins/overload.js'
 import { AtlasClientAssetsOptionsSchema } from '../plugins/client-assets.js'
+import { AtlasOpsOptionsSchema } from '../plugins/ops.js'
 import { CloseCode, ErrorCode } from '../protocol/constants.js'
 import { CLOSE_CODES, FRAME_ERRORS, HTTP_ERRORS, NO_CLOSE_FRAME, UPGRADE_REFUSAL_ORDER, type CloseCodeEntry, type FrameErrorEntry } from '../protocol/errors.js'
 
@@ -114,7 +115,8 @@ const PLUGIN_OPTIONS: Array<[string, TObject]> = [
   ['atlasMetrics', AtlasMetricsOptionsSchema],
   ['atlasHealth', AtlasHealthOptionsSchema],
   ['atlasOverload', AtlasOverloadOptionsSchema],
-  ['atlasClientAssets', AtlasClientAssetsOptionsSchema]
+  ['atlasClientAssets', AtlasClientAssetsOptionsSchema],
+  ['atlasOps', AtlasOpsOptionsSchema]
 ]
 
 export const REGIONS: GeneratedRegion[] = [
