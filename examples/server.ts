@@ -78,7 +78,7 @@ if (demoTokens !== undefined) {
   }
 }
 
-if (adminToken !== undefined && process.env.ADMIN_TOKEN === undefined) console.log(`Admin token for this run (POST /admin/revocations): ${adminToken}`)
+if (adminToken !== undefined && process.env.ADMIN_TOKEN === undefined) console.log(`Admin token for this run (the operations page ${base}/ops, POST /admin/revocations): ${adminToken}`)
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
