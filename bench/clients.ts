@@ -24,6 +24,7 @@ export interface ClientTarget {
 const CONNECT_TIMEOUT_MS = 30_000
 const SEQ = Buffer.from('"seq":')
 const TITLE = Buffer.from('"title":"m')
+const AT = Buffer.from('"at":"')
 
 /**
  * Atlas over plain `ws`. Event frames are recognised and read straight from the bytes (the
@@ -53,7 +54,7 @@ export class AtlasBenchClient implements BenchClient {
       socket.on('message', (data: Buffer) => {
         // `{"type":"task.` : bytes 9..13 are `task.`
         if (data[13] === 0x2e && data[9] === 0x74 && data[12] === 0x6b) {
-          tracker.delivered(state, readNumberAfter(data, TITLE), readNumberAfter(data, SEQ))
+          tracker.delivered(state, readNumberAfter(data, TITLE), readNumberAfter(data, SEQ), readTimeAfter(data, AT))
           return
         }
         const type = controlType(data)
@@ -94,6 +95,17 @@ function readNumberAfter (data: Buffer, marker: Buffer): number {
   let digits = 0
   for (let c = data[i]; c >= 0x30 && c <= 0x39; c = data[++i]) { n = n * 10 + (c - 0x30); digits++ }
   return digits === 0 ? -1 : n
+}
+
+/**
+ * The ISO 8601 time right after `marker` (the event's `at`: Date.now() when the mutation's
+ * transaction began, whole milliseconds), as ms since the epoch; NaN when absent.
+ */
+function readTimeAfter (data: Buffer, marker: Buffer): number {
+  const i = data.indexOf(marker)
+  if (i < 0) return NaN
+  const from = i + marker.length
+  return Date.parse(data.toString('latin1', from, from + 24))
 }
 
 interface PeerEvent { seq: number, task: { title: string } }

@@ -46,11 +46,19 @@ const QUICK: Record<ScenarioName, ScenarioSize> = {
 }
 
 export const SCENARIOS: readonly ScenarioName[] = ['seed', 'wide', 'saturation', 'storm', 'idle']
-export const SYSTEMS: readonly SystemName[] = ['atlas', 'socketio']
+/** What `--systems` names; `--metrics` decides which Atlas subject(s) `atlas` stands for. */
+export const SYSTEMS = ['atlas', 'socketio'] as const
+export type MetricsMode = 'both' | 'on' | 'off'
 
 export interface BenchOptions {
   scenarios: ScenarioName[]
+  /** The subjects of each round, in the order they run: Atlas metrics on, Atlas metrics off, Socket.IO. */
   systems: SystemName[]
+  metrics: MetricsMode
+  /** Atlas servers with the example's default logging (LOG unset) rather than LOG=off. */
+  log: boolean
+  /** Where to write the results JSON (default: bench/results/<timestamp>.json). */
+  out: string | undefined
   quick: boolean
   sizes: Record<ScenarioName, ScenarioSize>
   /** Server processes per system (the issue's setup: 2). */
@@ -65,6 +73,11 @@ export const USAGE = `Usage: npm run bench -- [options]
   --full              the issue's sizes even without --scenario
   --rounds <n>        A/B alternations per scenario (default: 2; 1 for saturation and idle)
   --systems <list>    atlas,socketio (default both)
+  --metrics <mode>    both | on | off: Atlas with its metrics on (as the example ships), off
+                      (METRICS=off), or both side by side (default both)
+  --log <on|off>      Atlas servers with the example's default logging (on, the default: one
+                      access line per request, to /dev/null) or LOG=off
+  --out <file>        write the results JSON there instead of bench/results/<timestamp>.json
   --clients <n>  --teams <n>  --rate <n>  --mutations <n>   override the scenario's sizes
   --warmup <n>        mutations sent before the measured windows of seed, wide, saturation (0: none)
   --step-seconds <n>  --start-rate <n>  --step-rate <n>     saturation steps
@@ -83,6 +96,9 @@ export function parseOptions (argv: readonly string[]): BenchOptions | 'help' {
       full: { type: 'boolean' },
       rounds: { type: 'string' },
       systems: { type: 'string' },
+      metrics: { type: 'string' },
+      log: { type: 'string' },
+      out: { type: 'string' },
       clients: { type: 'string' },
       teams: { type: 'string' },
       rate: { type: 'string' },
@@ -100,7 +116,15 @@ export function parseOptions (argv: readonly string[]): BenchOptions | 'help' {
   const named = (values.scenario ?? []).flatMap((s) => s.split(','))
   const scenarios = named.includes('all') ? [...SCENARIOS] : named.length === 0 ? ['seed' as const] : named.map(checkScenario)
   const quick = values.quick === true || (named.length === 0 && values.full !== true)
-  const systems = values.systems === undefined ? [...SYSTEMS] : values.systems.split(',').map(checkSystem)
+  const wanted = values.systems === undefined ? [...SYSTEMS] : values.systems.split(',').map(checkSystem)
+  const metrics = oneOf('metrics', values.metrics, ['both', 'on', 'off'] as const) ?? 'both'
+  const log = (oneOf('log', values.log, ['on', 'off'] as const) ?? 'on') === 'on'
+  const systems: SystemName[] = []
+  if (wanted.includes('atlas')) {
+    if (metrics !== 'off') systems.push('atlas')
+    if (metrics !== 'on') systems.push('atlas-metrics-off')
+  }
+  if (wanted.includes('socketio')) systems.push('socketio')
   const base = quick ? QUICK : FULL
   const sizes = {} as Record<ScenarioName, ScenarioSize>
   for (const name of SCENARIOS) {
@@ -117,7 +141,7 @@ export function parseOptions (argv: readonly string[]): BenchOptions | 'help' {
     if (s.teams > s.clients) throw new Error(`--teams (${s.teams}) cannot exceed --clients (${s.clients})`)
     sizes[name] = s
   }
-  return { scenarios, systems, quick, sizes, processes: positive('processes', values.processes) ?? 2, profile: values.profile === true }
+  return { scenarios, systems, metrics, log, out: values.out, quick, sizes, processes: positive('processes', values.processes) ?? 2, profile: values.profile === true }
 }
 
 function checkScenario (name: string): ScenarioName {
@@ -125,9 +149,15 @@ function checkScenario (name: string): ScenarioName {
   throw new Error(`unknown scenario ${JSON.stringify(name)}; expected one of ${SCENARIOS.join(', ')}, all`)
 }
 
-function checkSystem (name: string): SystemName {
-  if ((SYSTEMS as readonly string[]).includes(name)) return name as SystemName
-  throw new Error(`unknown system ${JSON.stringify(name)}; expected atlas, socketio`)
+function checkSystem (name: string): typeof SYSTEMS[number] {
+  if ((SYSTEMS as readonly string[]).includes(name)) return name as typeof SYSTEMS[number]
+  throw new Error(`unknown system ${JSON.stringify(name)}; expected atlas, socketio (--metrics chooses Atlas with metrics on, off or both)`)
+}
+
+function oneOf<T extends string> (flag: string, value: string | undefined, allowed: readonly T[]): T | undefined {
+  if (value === undefined) return undefined
+  if ((allowed as readonly string[]).includes(value)) return value as T
+  throw new Error(`--${flag} must be one of ${allowed.join(', ')} (got ${JSON.stringify(value)})`)
 }
 
 /** `--flag`'s value as a positive integer; undefined when the flag was not given. */

@@ -3,8 +3,16 @@ import type { EncodedHistogram } from './histogram.js'
 /** The name of a window that prepares the measured one and is left out of the figures. */
 export const WARM_UP = 'warm-up'
 
-/** The two systems under test. */
-export type SystemName = 'atlas' | 'socketio'
+/**
+ * The subjects under test: Atlas (the example app, metrics on as it ships), the same with
+ * `METRICS=off` (what the metrics cost), and the Socket.IO peer.
+ */
+export type SystemName = 'atlas' | 'atlas-metrics-off' | 'socketio'
+
+/** Which client speaks to a subject: both Atlas subjects are the same server to a client. */
+export function protocolOf (system: SystemName): 'atlas' | 'socketio' {
+  return system === 'socketio' ? 'socketio' : 'atlas'
+}
 export type ScenarioName = 'seed' | 'wide' | 'saturation' | 'storm' | 'idle'
 
 /** What one load-generator process is told to do (orchestrator -> load generator). */
@@ -57,6 +65,8 @@ export interface WindowResult {
   latency: EncodedHistogram
   /** HTTP request to response of the window's mutations. */
   httpLatency: EncodedHistogram
+  /** Atlas only: the event's `at` (its transaction's start, whole ms) to receipt, per delivery. */
+  sinceCommit?: EncodedHistogram
   /** ms from the first send to the last delivery. */
   durationMs: number
   /** ms from the window's start until every expected delivery had arrived (null: never). */

@@ -8,7 +8,7 @@
 import { performance } from 'node:perf_hooks'
 import { signToken } from '../examples/jwt-auth.js'
 import { AtlasBenchClient, SocketIoBenchClient, type BenchClient } from './clients.js'
-import { WARM_UP, type LoadMessage, type LoadPlan, type LoadResult, type OrchestratorMessage, type WindowResult } from './ipc.js'
+import { protocolOf, WARM_UP, type LoadMessage, type LoadPlan, type LoadResult, type OrchestratorMessage, type WindowResult } from './ipc.js'
 import { Mutator } from './mutator.js'
 import { ClientState, DeliveryTracker } from './tracker.js'
 import { decodeHistogram } from './histogram.js'
@@ -49,7 +49,7 @@ class LoadGenerator {
     for (let c = firstClient; c < firstClient + clients; c++) {
       const team = c % teams
       const target = { port: ports[Math.floor(c / teams) % ports.length], teamId: teamId(team), token: tokens[team], state: new ClientState(team), tracker: this.tracker }
-      this.clients.push(plan.system === 'atlas' ? new AtlasBenchClient(target) : new SocketIoBenchClient(target))
+      this.clients.push(protocolOf(plan.system) === 'atlas' ? new AtlasBenchClient(target) : new SocketIoBenchClient(target))
     }
     this.mutator = new Mutator(ports, Array.from({ length: teams }, (_, k) => teamId(k)), writerToken, this.tracker)
   }

@@ -1,9 +1,11 @@
 import { spawnSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, totalmem } from 'node:os'
+import { dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { ScenarioName, SystemName } from './ipc.js'
-import { checkTargets, ratios, type Figures, type RunRecord, type TargetCheck } from './stats.js'
+import { formatCounterCheck } from './metrics-check.js'
+import { checkMetricsCost, checkTargets, ratios, type Figures, type RunRecord, type TargetCheck } from './stats.js'
 import { SYSTEM_LABEL } from './systems.js'
 
 /** bench/results in the source tree (git ignores it); this file runs from dist/bench/. */
@@ -35,13 +37,30 @@ export function formatRun (record: RunRecord, f: Figures): string {
   if (f.wholeAfterMs !== undefined) {
     lines.push(`    all reconnected after ${ms(f.reconnectedAfterMs)} ms; every client whole after ${f.wholeAfterMs == null ? 'never' : `${ms(f.wholeAfterMs)} ms`}; sessions recovered ${f.recovered ?? 0}`)
   }
+  if (record.counterCheck !== undefined) lines.push(...formatCounterCheck(record.counterCheck))
   return lines.join('\n')
 }
 
-/** The per-scenario summary: both systems' figures side by side, the ratios and the targets. */
-export function formatSummary (scenario: ScenarioName, figures: Partial<Record<SystemName, Figures>>): { text: string, ratios: Record<string, number | null> | null, targets: TargetCheck[] } {
-  const a = figures.atlas
-  const s = figures.socketio
+/** Column headings of the subjects, in the order they run. */
+const SUBJECTS: ReadonlyArray<[SystemName, string]> = [['atlas', 'Atlas'], ['atlas-metrics-off', 'Atlas no metr.'], ['socketio', 'Socket.IO']]
+/** The ratios printed, numerator / denominator: what metrics cost, then each Atlas against the peer. */
+const PAIRS: ReadonlyArray<[SystemName, SystemName, string]> = [['atlas', 'atlas-metrics-off', 'on/off'], ['atlas', 'socketio', 'Atlas/SIO'], ['atlas-metrics-off', 'socketio', 'off/SIO']]
+
+export interface Summary {
+  text: string
+  /** Atlas / Socket.IO (Atlas with metrics if it ran, else without), as before the third subject. */
+  ratios: Record<string, number | null> | null
+  /** Every pair of subjects that ran, keyed `<numerator>/<denominator>`. */
+  pairs: Record<string, Record<string, number | null>>
+  targets: TargetCheck[]
+}
+
+/** The per-scenario summary: the subjects' figures side by side, the ratios and the targets. */
+export function formatSummary (scenario: ScenarioName, figures: Partial<Record<SystemName, Figures>>): Summary {
+  const subjects = SUBJECTS.filter(([name]) => figures[name] !== undefined)
+  const pairs = PAIRS.filter(([a, b]) => figures[a] !== undefined && figures[b] !== undefined)
+  const pairRatios: Record<string, Record<string, number | null>> = {}
+  for (const [a, b] of pairs) pairRatios[`${a}/${b}`] = ratios(figures[a] as Figures, figures[b] as Figures)
   const rows: Array<[string, (f: Figures) => string]> = [['connected (failed)', (f) => `${int(f.connected)} (${f.connectFailures})`]]
   if (scenario !== 'idle') {
     rows.push(
@@ -63,10 +82,9 @@ export function formatSummary (scenario: ScenarioName, figures: Partial<Record<S
   if (scenario === 'idle') rows.push(['server RSS, both processes', (f) => `${(f.serverRssBytes / 1048576).toFixed(0)} MB`])
   if (scenario === 'saturation') rows.push(['highest held rate /s', (f) => String(f.highestHeldRate ?? '—')])
   if (scenario === 'storm') rows.push(['time to whole ms', (f) => (f.wholeAfterMs == null ? 'never' : ms(f.wholeAfterMs))])
-  const r = a !== undefined && s !== undefined ? ratios(a, s) : null
   const width = 28
-  const out = [`\n== ${scenario}: summary${a !== undefined && s !== undefined ? ' (Atlas / Socket.IO)' : ''} ==`]
-  out.push(`${''.padEnd(width)}${'Atlas'.padStart(16)}${'Socket.IO'.padStart(16)}${'ratio'.padStart(10)}`)
+  const out = [`\n== ${scenario}: summary${pairs.length > 0 ? ` (ratios: ${pairs.map(([, , h]) => h).join(', ')})` : ''} ==`]
+  out.push(`${''.padEnd(width)}${subjects.map(([, h]) => h.padStart(16)).join('')}${pairs.map(([, , h]) => h.padStart(11)).join('')}`)
   const ratioKey: Record<string, string> = {
     'latency p50 ms': 'latency p50', 'latency p95 ms': 'latency p95', 'latency p99 ms': 'latency p99', 'latency max ms': 'latency max',
     'deliveries/s': 'delivered msg/s', 'server CPU µs/delivery': 'server CPU µs/delivery', 'of which kernel µs/delivery': 'of which kernel µs/delivery', 'server RSS/connection': 'server RSS/connection',
@@ -74,13 +92,24 @@ export function formatSummary (scenario: ScenarioName, figures: Partial<Record<S
   }
   for (const [label, show] of rows) {
     const key = ratioKey[label]
-    const value = key === undefined || r === null ? null : r[key]
-    out.push(`${label.padEnd(width)}${(a === undefined ? '' : show(a)).padStart(16)}${(s === undefined ? '' : show(s)).padStart(16)}${(value == null ? '' : `${value.toFixed(2)}×`).padStart(10)}`)
+    const cells = subjects.map(([name]) => show(figures[name] as Figures).padStart(16)).join('')
+    const ratioCells = pairs.map(([a, b]) => {
+      const value = key === undefined ? null : pairRatios[`${a}/${b}`][key]
+      return (value == null ? '' : `${value.toFixed(2)}×`).padStart(11)
+    }).join('')
+    out.push(`${label.padEnd(width)}${cells}${ratioCells}`)
   }
-  if (scenario === 'saturation') out.push(...stepTable(a, s))
-  const targets = a === undefined ? [] : checkTargets(scenario, a, s)
+  // The targets are the issue's, for Atlas as it ships (metrics on) when it ran.
+  const atlas = figures.atlas ?? figures['atlas-metrics-off']
+  const peer = figures.socketio
+  if (scenario === 'saturation') out.push(...stepTable(atlas, peer))
+  const targets = atlas === undefined ? [] : checkTargets(scenario, atlas, peer)
+  if ((scenario === 'seed' || scenario === 'wide') && figures.atlas !== undefined && figures['atlas-metrics-off'] !== undefined) {
+    targets.push(checkMetricsCost(figures.atlas, figures['atlas-metrics-off']))
+  }
   for (const t of targets) out.push(`  target ${t.met === null ? '[n/a]' : t.met ? '[met]' : '[MISSED]'} ${t.target}: ${t.detail}`)
-  return { text: out.join('\n'), ratios: r, targets }
+  const ratiosAtlasPeer = pairRatios['atlas/socketio'] ?? pairRatios['atlas-metrics-off/socketio'] ?? null
+  return { text: out.join('\n'), ratios: ratiosAtlasPeer, pairs: pairRatios, targets }
 }
 
 /**
@@ -101,9 +130,8 @@ function stepTable (a: Figures | undefined, s: Figures | undefined): string[] {
 }
 
 /** Writes the invocation's results as one JSON file; returns its path. */
-export function writeResults (startedAt: Date, content: object): string {
-  mkdirSync(RESULTS_DIR, { recursive: true })
-  const path = `${RESULTS_DIR}${startedAt.toISOString().replace(/[:.]/g, '-')}.json`
+export function writeResults (startedAt: Date, content: object, path = `${RESULTS_DIR}${startedAt.toISOString().replace(/[:.]/g, '-')}.json`): string {
+  mkdirSync(dirname(path), { recursive: true })
   writeFileSync(path, JSON.stringify({ startedAt: startedAt.toISOString(), machine: machine(), source: source(), ...content }, null, 2))
   return path
 }

@@ -17,6 +17,7 @@ import type { LoadMessage, LoadPlan, LoadResult, OrchestratorMessage, ScenarioNa
 import { killAllNow, sleep, startRedis, stopAll, stopChild, track, type RedisProcess } from './processes.js'
 import { sampleGroups } from './procstat.js'
 import { formatRun, formatSummary, RESULTS_DIR, writeResults } from './report.js'
+import { counterCheck, scrapeAll, type RunScrapes } from './metrics-check.js'
 import { figuresOf, type Figures, type MarkSample, type RunRecord } from './stats.js'
 import { startSystem, SYSTEM_LABEL, type RunningSystem } from './systems.js'
 
@@ -72,7 +73,14 @@ function planFor (scenario: ScenarioName, system: SystemName, size: ScenarioSize
 }
 
 /** Runs the load generator shard(s) of one run against a started system, sampling /proc at every mark. */
-async function drive (label: string, plans: LoadPlan[], running: RunningSystem, ctx: Context, samples: Record<string, MarkSample>): Promise<LoadResult> {
+/**
+ * Called at each mark, once before the /proc sample and once after it (the Atlas runs scrape
+ * /metrics there: before a window's start sample and after its end sample, so the scrapes'
+ * own CPU stays out of the measured window).
+ */
+type MarkHook = (name: string, when: 'before' | 'after') => Promise<void>
+
+async function drive (label: string, plans: LoadPlan[], running: RunningSystem, ctx: Context, samples: Record<string, MarkSample>, onMark?: MarkHook): Promise<LoadResult> {
   const progress = new Progress()
   const shards: ChildProcess[] = plans.map(() => track(fork(LOADGEN, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })))
   const groups = { servers: running.pids, redis: [ctx.redis.pid], loadgen: shards.map((c) => c.pid ?? 0) }
@@ -97,11 +105,14 @@ async function drive (label: string, plans: LoadPlan[], running: RunningSystem, 
             if (count < shards.length) break
             // Memory is read once the servers settled after the connection burst.
             const settle = message.name === 'connected' ? (plans[0].scenario === 'idle' ? 3000 : 1000) : 0
-            void sleep(settle).then(() => {
+            void (async () => {
+              await sleep(settle)
+              await onMark?.(message.name, 'before')
               samples[message.name] = { at: performance.now(), groups: sampleGroups(groups) }
+              await onMark?.(message.name, 'after')
               const ack: OrchestratorMessage = { type: 'ack', name: message.name }
               for (const shard of shards) shard.send(ack)
-            })
+            })().catch(reject)
             break
           }
           case 'result':
@@ -142,15 +153,29 @@ async function runOnce (scenario: ScenarioName, system: SystemName, round: numbe
   const size = ctx.options.sizes[scenario]
   const databasePath = join(ctx.workDir, `${system}-${scenario}-${round}.db`)
   const nodeFlags = ctx.options.profile ? ['--cpu-prof', `--cpu-prof-dir=${RESULTS_DIR}profiles/${system}`] : []
-  const running = await startSystem(system, { databasePath, redisUrl: ctx.redis.url, jwtSecret: ctx.jwtSecret, processes: ctx.options.processes, nodeFlags, recovery: scenario === 'storm' })
+  const running = await startSystem(system, { databasePath, redisUrl: ctx.redis.url, jwtSecret: ctx.jwtSecret, processes: ctx.options.processes, nodeFlags, recovery: scenario === 'storm', log: ctx.options.log })
   try {
     // Start-up work (JIT, migrations, Redis connections) settles before the baseline is taken.
     await sleep(1000)
     const samples: Record<string, MarkSample> = {
       baseline: { at: performance.now(), groups: sampleGroups({ servers: running.pids, redis: [ctx.redis.pid] }) }
     }
-    const load = await drive(`${system} ${scenario} r${round}`, planFor(scenario, system, size, running.ports, ctx.jwtSecret), running, ctx, samples)
-    return { scenario, system, round, clients: size.clients, teams: size.teams, load, samples }
+    // Atlas with metrics: scrape every process at the edges of each window and at the end.
+    const scraping = system === 'atlas' && scenario !== 'idle'
+    const marks: RunScrapes['marks'] = {}
+    const onMark: MarkHook | undefined = !scraping
+      ? undefined
+      : async (name, when) => {
+        if ((when === 'before' && name.endsWith(':start')) || (when === 'after' && name.endsWith(':end'))) marks[name] = await scrapeAll(running.ports)
+      }
+    const load = await drive(`${system} ${scenario} r${round}`, planFor(scenario, system, size, running.ports, ctx.jwtSecret), running, ctx, samples, onMark)
+    const record: RunRecord = { scenario, system, round, clients: size.clients, teams: size.teams, load, samples }
+    if (scraping) {
+      // The load generator has closed its clients: every frame it will ever count has been written.
+      record.metrics = { marks, end: await scrapeAll(running.ports) }
+      record.counterCheck = counterCheck(record, record.metrics, running.ports.length)
+    }
+    return record
   } finally {
     await running.stop()
     for (const suffix of ['', '-wal', '-shm']) rmSync(databasePath + suffix, { force: true })
@@ -166,6 +191,23 @@ function describe (scenario: ScenarioName, size: ScenarioSize, processes: number
     case 'storm': return `${base}, all disconnect, ${size.storm.perTeam} mutations per team, all reconnect at once and resume`
     case 'idle': return `${base}, idle authenticated connections, ${size.shards} load-generator process(es)`
   }
+}
+
+/** Which logging the Atlas servers ran with, for the report and the JSON. */
+function loggingNote (log: boolean): string {
+  return log
+    ? "Atlas servers with the example's default logging (LOG unset: one access line per request, connection logs, info level; stdout to /dev/null); Socket.IO logs nothing"
+    : 'Atlas servers with LOG=off (no logging); Socket.IO logs nothing'
+}
+
+/** One line over the rounds: every round's counted deliveries equal, and the lag p99s side by side. */
+function counterCheckSummary (checks: ReadonlyArray<NonNullable<RunRecord['counterCheck']>>): string {
+  const equal = checks.filter((c) => c.equal).length
+  const lags = checks.flatMap((c) => (c.lag === null ? [] : [c.lag]))
+  const lagText = lags.length === 0
+    ? ''
+    : `; lag p99 within the server bucket's width: bench ${lags.filter((l) => l.agree).length}/${lags.length}, bench since \`at\` ${lags.filter((l) => l.sinceCommitAgree === true).length}/${lags.length} (server bucket upper bound / bench / bench since \`at\`: ${lags.map((l) => `${l.serverP99Bucket.upperMs} / ${l.benchP99Ms.toFixed(2)} / ${l.sinceCommitP99Ms?.toFixed(2) ?? '—'} ms`).join(', ')})`
+  return `  counter check (Atlas, metrics on): scraped = bench in ${equal}/${checks.length} round(s)${equal === checks.length ? ' [ok]' : ' [MISMATCH]'} (${checks.map((c) => `${c.scraped.toLocaleString('en-US')} ${c.equal ? '=' : '≠'} ${c.bench.toLocaleString('en-US')}`).join(', ')})${lagText}`
 }
 
 async function main (): Promise<number> {
@@ -195,6 +237,7 @@ async function main (): Promise<number> {
     const redis = await startRedis()
     const ctx: Context = { options, redis, workDir, jwtSecret: randomBytes(32).toString('hex') }
     console.log(`Atlas Realtime bench${options.quick ? ' (quick sizes)' : ''}: ${options.scenarios.join(', ')}; systems ${options.systems.map((s) => SYSTEM_LABEL[s]).join(' vs ')}; redis-server at ${redis.url}`)
+    console.log(`Logging: ${loggingNote(options.log)}`)
     for (const scenario of options.scenarios) {
       const size = options.sizes[scenario]
       console.log(`\n== ${scenario}: ${describe(scenario, size, options.processes)}; ${size.rounds} round(s), alternating ==`)
@@ -212,7 +255,10 @@ async function main (): Promise<number> {
       for (const system of options.systems) figures[system] = figuresOf(bySystem[system] ?? [])
       const summary = formatSummary(scenario, figures)
       console.log(summary.text)
-      summaries[scenario] = { size, figures, ratios: summary.ratios, targets: summary.targets }
+      const checks = (bySystem.atlas ?? []).flatMap((r) => (r.counterCheck === undefined ? [] : [r.counterCheck]))
+      if (checks.length > 0) console.log(counterCheckSummary(checks))
+      console.log(`  logging: ${loggingNote(options.log)}`)
+      summaries[scenario] = { size, figures, ratios: summary.ratios, pairs: summary.pairs, targets: summary.targets, counterChecks: checks, logging: loggingNote(options.log) }
     }
     await redis.stop()
     return 0
@@ -221,7 +267,7 @@ async function main (): Promise<number> {
     return 1
   } finally {
     if (runs.length > 0) {
-      const path = writeResults(startedAt, { options: { scenarios: options.scenarios, systems: options.systems, quick: options.quick }, summaries, runs })
+      const path = writeResults(startedAt, { options: { scenarios: options.scenarios, systems: options.systems, metrics: options.metrics, log: options.log, processes: options.processes, quick: options.quick }, summaries, runs }, options.out)
       console.log(`\nresults: ${path}`)
     }
     await stopAll()

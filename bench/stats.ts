@@ -1,5 +1,6 @@
 import { decodeHistogram, latencyHistogram } from './histogram.js'
 import { WARM_UP, type LoadResult, type ScenarioName, type SystemName, type WindowResult } from './ipc.js'
+import type { CounterCheck, RunScrapes } from './metrics-check.js'
 import type { GroupSample } from './procstat.js'
 
 /** Everything recorded about one run of one system: what the load generator saw, what /proc said. */
@@ -12,6 +13,9 @@ export interface RunRecord {
   load: LoadResult
   /** Samples per mark (`connected`, `<window>:start`, `<window>:end`), plus `baseline` before any client. */
   samples: Record<string, MarkSample>
+  /** Atlas with metrics on: its /metrics scrapes and the counter check against the tracker. */
+  metrics?: RunScrapes
+  counterCheck?: CounterCheck
 }
 
 /** The processes' figures at one instant; `at` in ms on the orchestrator's clock. */
@@ -61,7 +65,7 @@ function timedWindows (record: RunRecord): WindowResult[] {
 }
 
 /** The windows whose figures stand for the run: saturation counts the steps that held, storm its reconnect. */
-function measuredWindows (record: RunRecord): WindowResult[] {
+export function measuredWindows (record: RunRecord): WindowResult[] {
   const { saturation } = record.load
   const windows = timedWindows(record)
   if (record.scenario === 'storm') return windows.filter((w) => w.name === 'storm')
@@ -215,4 +219,17 @@ export function checkTargets (scenario: ScenarioName, atlas: Figures, peer: Figu
     checks.push({ target: '≤ 10 KB server memory per idle connection', met: perConnection != null && perConnection <= 10 * 1024, detail: perConnection == null ? 'not measured' : `${(perConnection / 1024).toFixed(1)} KB` })
   }
   return checks
+}
+
+/** Issue 14's budget for the metrics: at most this much more server CPU per delivery than without. */
+export const METRICS_COST_LIMIT = 0.05
+
+/** Atlas with metrics against Atlas without, on server CPU per delivery (seed and wide). */
+export function checkMetricsCost (on: Figures, off: Figures): TargetCheck {
+  const target = `metrics add ≤ ${METRICS_COST_LIMIT * 100} % to server CPU/delivery`
+  const a = on.serverCpuMicrosPerDelivery
+  const b = off.serverCpuMicrosPerDelivery
+  if (a == null || b == null || b === 0) return { target, met: null, detail: 'no CPU figure' }
+  const added = a / b - 1
+  return { target, met: added <= METRICS_COST_LIMIT, detail: `${a.toFixed(1)} vs ${b.toFixed(1)} µs: ${(a / b).toFixed(3)}× (${added >= 0 ? '+' : ''}${(added * 100).toFixed(1)} %)` }
 }

@@ -11,7 +11,7 @@ const BENCH_MAX_MUTATIONS_PER_USER = 1_000_000
 /** The clients of a team share one token: up to 200 sockets per user in the idle scenario. */
 const BENCH_MAX_CONNECTIONS_PER_USER = 100_000
 
-export const SYSTEM_LABEL: Record<SystemName, string> = { atlas: 'Atlas Realtime', socketio: 'Socket.IO + redis-adapter' }
+export const SYSTEM_LABEL: Record<SystemName, string> = { atlas: 'Atlas Realtime', 'atlas-metrics-off': 'Atlas Realtime, metrics off', socketio: 'Socket.IO + redis-adapter' }
 
 export interface RunningSystem {
   ports: number[]
@@ -28,6 +28,12 @@ export interface StartOptions {
   nodeFlags?: string[]
   /** Socket.IO only: turn on connection-state recovery. */
   recovery?: boolean
+  /**
+   * Atlas only: the example's default logging (LOG unset: one access line per request and the
+   * connection logs, at info, to the server's stdout, which goes to /dev/null: written, not kept).
+   * Default false (LOG=off). The Socket.IO peer logs nothing either way.
+   */
+  log?: boolean
 }
 
 /**
@@ -35,7 +41,7 @@ export interface StartOptions {
  * one after the other: the first creates the schema, the next find it ready.
  */
 export async function startSystem (system: SystemName, options: StartOptions): Promise<RunningSystem> {
-  const script = system === 'atlas' ? `${DIST}examples/server.js` : `${DIST}bench/socketio-server.js`
+  const script = system === 'socketio' ? `${DIST}bench/socketio-server.js` : `${DIST}examples/server.js`
   const children: ChildProcess[] = []
   const ports: number[] = []
   const stop = async (): Promise<void> => { await Promise.all(children.map(async (c) => { await stopChild(c) })) }
@@ -51,7 +57,9 @@ export async function startSystem (system: SystemName, options: StartOptions): P
           DATABASE_PATH: options.databasePath,
           REDIS_URL: options.redisUrl,
           JWT_SECRET: options.jwtSecret,
-          LOG: 'off',
+          // Unset (the example's default) logs; the bench's parent environment must not decide it.
+          LOG: options.log === true ? undefined : 'off',
+          METRICS: system === 'atlas-metrics-off' ? 'off' : 'on',
           // The one writer user stands for a whole team's users (up to 3,000 mutations/s in
           // saturation): the limit is raised out of reach, not turned off, so its cost is measured.
           MAX_MUTATIONS_PER_USER: String(BENCH_MAX_MUTATIONS_PER_USER),

@@ -15,6 +15,11 @@ class Window {
   readonly latency = latencyHistogram()
   /** HTTP request to response, to tell the commit path's latency from the fan-out's. */
   readonly httpLatency = latencyHistogram()
+  /**
+   * Atlas only: the event's `at` (wall clock when its transaction began, whole ms) to receipt
+   * (wall clock, sub-ms): the span closest to what the server's delivery-lag histogram times.
+   */
+  readonly sinceCommit = latencyHistogram()
   sent = 0
   httpOk = 0
   httpErrors = 0
@@ -107,8 +112,11 @@ export class DeliveryTracker {
     for (let i = fromIndex; i < this.#mutations; i++) this.#sentAt[i] = at
   }
 
-  /** One event arrived at `client`: mutation `index`, carrying order key `key`. */
-  delivered (client: ClientState, index: number, key: number): void {
+  /**
+   * One event arrived at `client`: mutation `index`, carrying order key `key`, and for Atlas
+   * `committedAtMs`, the event's `at` in ms since the epoch.
+   */
+  delivered (client: ClientState, index: number, key: number, committedAtMs = NaN): void {
     const now = performance.now()
     if (!(index >= 0 && index < this.#mutations)) { this.unknown++; return }
     if (this.#team[index] !== client.team) { this.foreign++; return }
@@ -122,6 +130,9 @@ export class DeliveryTracker {
     w.delivered++
     w.lastDeliveryAt = now
     w.latency.recordValue((now - this.#sentAt[index]) * 1000)
+    // timeOrigin + now is this process's wall clock with sub-ms precision; `at` was truncated
+    // to the ms, so the span is over-stated by less than 1 ms, never under-stated.
+    if (!Number.isNaN(committedAtMs)) w.sinceCommit.recordValue(Math.max(0, (performance.timeOrigin + now - committedAtMs) * 1000))
     this.#checkComplete(w)
   }
 
@@ -175,6 +186,7 @@ export class DeliveryTracker {
       unknown: this.unknown,
       latency: encodeHistogram(w.latency),
       httpLatency: encodeHistogram(w.httpLatency),
+      ...(w.sinceCommit.totalCount > 0 ? { sinceCommit: encodeHistogram(w.sinceCommit) } : {}),
       durationMs: w.sent === 0 ? 0 : end - w.firstSendAt,
       completeAfterMs: w.completeAt > 0 ? w.completeAt - w.startedAt : null,
       maxInflight: w.maxInflight

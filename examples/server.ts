@@ -63,7 +63,13 @@ const drainDelay = process.env.DRAIN_DELAY_MS
 if (drainDelay !== undefined && drainDelay !== '' && !/^\d+$/.test(drainDelay)) throw new Error(`DRAIN_DELAY_MS must be a non-negative integer (got ${JSON.stringify(drainDelay)})`)
 const drainDelayMs = drainDelay === undefined || drainDelay === '' ? 0 : Number(drainDelay)
 
-const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens, adminToken, https, hstsMaxAgeSeconds, trustProxy, realtime: { routes: { maxMutationsPerUser }, websocket: { maxConnectionsPerUser, allowedOrigins } } })
+// METRICS=off: no /metrics and no prom-client work per event (the benchmark measures what the
+// metrics cost against it). Health and overload protection stay on.
+const metricsSwitch = process.env.METRICS ?? ''
+if (!['', 'on', 'off'].includes(metricsSwitch)) throw new Error(`METRICS must be on or off (got ${JSON.stringify(metricsSwitch)})`)
+const metrics = metricsSwitch === 'off' ? { metrics: false as const } : {}
+
+const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens, adminToken, https, hstsMaxAgeSeconds, trustProxy, realtime: { ...metrics, routes: { maxMutationsPerUser }, websocket: { maxConnectionsPerUser, allowedOrigins } } })
 await app.listen({ port, host })
 
 // The port listened on (PORT=0: one the system chose).
