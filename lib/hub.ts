@@ -209,23 +209,28 @@ export class Hub {
     const stream = this.#teams.get(event.teamId)
     if (stream === undefined || !stream.ready || event.seq <= stream.delivered) return
     if (event.seq === stream.delivered + 1) this.#deliver(stream, event, origin)
-    else this.#catchUp(event.teamId, stream)
+    else this.#catchUp(event.teamId, stream, event.arrivedAt)
   }
 
-  /** `origin`: where the event came from; absent when it was read from the log (no lag known). */
-  #deliver (stream: TeamStream, event: LoggedEvent, origin?: 'local' | 'remote'): void {
+  /**
+   * `origin`: where the event came from; absent when it was read from the log. `lagFrom`: for
+   * one read from the log, when the event that showed the gap arrived (the earliest moment this
+   * instance knew of it); without it, no lag is known.
+   */
+  #deliver (stream: TeamStream, event: LoggedEvent, origin?: 'local' | 'remote', lagFrom?: number): void {
     stream.delivered = event.seq
     if (stream.clients.size === 0) return
     const frame = new SharedFrame(event.payload)
     for (const client of stream.clients) client.sendEvent(frame)
     if (eventDelivered.hasSubscribers) {
-      const lagMs = event.arrivedAt === undefined ? undefined : performance.now() - event.arrivedAt
+      const from = event.arrivedAt ?? lagFrom
+      const lagMs = from === undefined ? undefined : performance.now() - from
       eventDelivered.publish({ instance: this.#broker.instanceId, count: stream.clients.size, lagMs, origin: origin ?? 'log' })
     }
   }
 
   /** Delivers everything the log holds after what this stream delivered. */
-  #catchUp (teamId: string, stream: TeamStream): void {
+  #catchUp (teamId: string, stream: TeamStream, lagFrom?: number): void {
     for (;;) {
       const page = this.#repository.eventsAfter(teamId, stream.delivered, CATCH_UP_PAGE)
       for (const event of page) {
@@ -235,7 +240,7 @@ export class Hub {
           for (const client of stream.clients) client.sendControl({ type: 'resync', teamId, seq: event.seq - 1, reason: 'history_pruned' })
           stream.delivered = event.seq - 1
         }
-        this.#deliver(stream, event)
+        this.#deliver(stream, event, undefined, lagFrom)
       }
       if (page.length < CATCH_UP_PAGE) return
     }

@@ -52,7 +52,7 @@ const metricsPlugin: FastifyPluginAsync<AtlasMetricsOptions> = async (fastify, r
 
   const committed = new Counter({ name: `${prefix}events_committed_total`, help: 'Events committed by this instance.', registers })
   const delivered = new Counter({ name: `${prefix}events_delivered_total`, help: 'Event frames written to live sockets (one per socket), by where the event came from: local (committed here), remote (from the broker), log (read back to fill a gap).', labelNames: ['origin'], registers })
-  const lag = new Histogram({ name: `${prefix}delivery_lag_seconds`, help: 'From commit here (origin local) or receipt from the broker (origin remote) to the write to the team\'s sockets.', labelNames: ['origin'], buckets: LATENCY_BUCKETS, registers })
+  const lag = new Histogram({ name: `${prefix}delivery_lag_seconds`, help: 'From commit here (origin local) or receipt from the broker (origin remote) to the write to the team\'s sockets; origin log: events read from the log to fill a gap, from the arrival of the event that showed the gap.', labelNames: ['origin'], buckets: LATENCY_BUCKETS, registers })
   const replayed = new Counter({ name: `${prefix}events_replayed_total`, help: 'Event frames written from the log to resuming sockets.', registers })
   const resyncs = new Counter({ name: `${prefix}resyncs_total`, help: 'resync frames sent, by reason.', labelNames: ['reason'], registers })
   const opened = new Counter({ name: `${prefix}connections_opened_total`, help: 'WebSocket connections accepted.', registers })
