@@ -237,7 +237,7 @@ export class ClientConnection implements HubClient {
     for (const teamId of teams) {
       if (!this.#allowed.has(teamId)) {
         // Counted as invalid: a client has no honest reason to keep naming teams it is not in.
-        this.#invalid(ErrorCode.FORBIDDEN_TEAM, `Not a member of team ${teamId}`)
+        this.#invalid(ErrorCode.FORBIDDEN_TEAM, `Not a member of team ${teamId}`, teamId)
         if (this.#socket.readyState !== OPEN) return
         continue
       }
@@ -305,13 +305,13 @@ export class ClientConnection implements HubClient {
     this.sendControl({ type: 'unsubscribed', teamId, reason: 'revoked' })
   }
 
-  #error (code: ErrorCode, message: string): void {
-    this.sendControl({ type: 'error', code, message })
+  #error (code: ErrorCode, message: string, teamId?: string): void {
+    this.sendControl(teamId === undefined ? { type: 'error', code, message } : { type: 'error', code, message, teamId })
   }
 
-  #invalid (code: ErrorCode, message: string): void {
+  #invalid (code: ErrorCode, message: string, teamId?: string): void {
     if (frameRefused.hasSubscribers) frameRefused.publish({ instance: this.#instance, code })
-    this.#error(code, message)
+    this.#error(code, message, teamId)
     if (++this.#invalidFrames > this.#options.maxInvalidFrames) {
       this.close(CloseCode.POLICY_VIOLATION, 'too many invalid frames')
     }

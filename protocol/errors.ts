@@ -171,7 +171,7 @@ export const FRAME_ERRORS = {
   UNKNOWN_TYPE: { cause: '`type` is missing or is not `subscribe`, `unsubscribe`, `ping` or `refresh`.', countsAsInvalid: true },
   BINARY_UNSUPPORTED: { cause: 'A binary frame.', countsAsInvalid: true },
   FORBIDDEN_TEAM: {
-    cause: '`subscribe` named a team outside the principal; the frame\'s other teams are subscribed. One per team named.',
+    cause: '`subscribe` named a team outside the principal; the frame\'s other teams are subscribed. One per team named, with its `teamId`.',
     countsAsInvalid: true
   },
   RATE_LIMITED: {

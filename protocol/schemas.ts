@@ -186,7 +186,8 @@ export const UnsubscribedFrame = Type.Object({
 export const ErrorFrame = Type.Object({
   type: Type.Literal('error'),
   code: Type.Union(Object.values(ErrorCode).map((c) => Type.Literal(c)), { description: 'What was refused' }),
-  message: Type.String({ description: 'Human-readable detail, for logs; do not parse it' })
+  message: Type.String({ description: 'Human-readable detail, for logs; do not parse it' }),
+  teamId: Type.Optional(Type.String({ description: 'The team the refusal is about (`forbidden_team`: one frame per team refused)' }))
 }, { additionalProperties: false, description: 'A client frame was refused; the connection carries on' })
 
 export const PongFrame = Type.Object({
