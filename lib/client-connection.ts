@@ -33,6 +33,9 @@ export interface ClientConnectionOptions {
  */
 export type CheckToken = (token: string) => Promise<Principal | null>
 
+/** A CheckToken of the whole instance, told the address each connection came from. */
+export type CheckTokenFrom = (token: string, ip: string) => Promise<Principal | null>
+
 /** What a connection is given besides its options: its budget, its credential check, its log. */
 export interface ConnectionContext {
   /** The user's replay budget, shared by all of the user's connections on this instance. */

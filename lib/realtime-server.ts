@@ -1,5 +1,5 @@
 import type { WebSocket } from 'ws'
-import { ClientConnection, type CheckToken, type ClientConnectionOptions } from './client-connection.js'
+import { ClientConnection, type CheckTokenFrom, type ClientConnectionOptions } from './client-connection.js'
 import type { Hub } from './hub.js'
 import { CloseCode } from '../protocol/constants.js'
 import { TokenBucket } from './token-bucket.js'
@@ -13,8 +13,8 @@ export interface RealtimeServerOptions extends ClientConnectionOptions {
   maxConnectionsPerUser: number
   /** At shutdown, how long sockets get to answer the 1001 close frame before they are destroyed. */
   shutdownGraceMs: number
-  /** Checks the credential of a `refresh` frame; without it, `refresh` is answered `refresh_unsupported`. */
-  checkToken?: CheckToken
+  /** Checks the credential of a `refresh` frame from an address; without it, `refresh` is answered `refresh_unsupported`. */
+  checkToken?: CheckTokenFrom
   /** Connections log through children of it (open, resume, resync, slow-consumer cut, close). */
   logger?: Logger
   /** The instance's id (its broker's), in the diagnostics messages of its connections. */
@@ -72,7 +72,7 @@ export class RealtimeServer {
    * passed that check together and the limit is reached meanwhile, the socket is closed with
    * 1013 (try again later) instead.
    */
-  accept (socket: WebSocket, principal: Principal, teams: readonly string[], since: ReadonlyMap<string, number>): ClientConnection | undefined {
+  accept (socket: WebSocket, principal: Principal, teams: readonly string[], since: ReadonlyMap<string, number>, ip = ''): ClientConnection | undefined {
     const refused = this.refusal(principal)
     if (refused !== undefined) {
       socket.close(CloseCode.TRY_AGAIN_LATER, refused === 'server_full' ? 'server at its connection limit' : 'too many connections for this user')
@@ -85,7 +85,7 @@ export class RealtimeServer {
       user = { connections: new Set(), replay: new TokenBucket(replayBytesPerMinute, replayBytesPerMinute / 60) }
       this.#users.set(userId, user)
     }
-    const connection = new ClientConnection(socket, principal, this.#hub, this.#options, { replayBudget: user.replay, checkToken: this.#options.checkToken, logger: this.#options.logger, instance: this.#options.instance })
+    const connection = new ClientConnection(socket, principal, this.#hub, this.#options, { replayBudget: user.replay, checkToken: checkTokenFrom(this.#options.checkToken, ip), logger: this.#options.logger, instance: this.#options.instance })
     const counted = user
     counted.connections.add(connection)
     this.#connections.add(connection)
@@ -132,4 +132,8 @@ export class RealtimeServer {
       await closed
     }
   }
+}
+
+function checkTokenFrom (check: CheckTokenFrom | undefined, ip: string): ((token: string) => Promise<Principal | null>) | undefined {
+  return check === undefined ? undefined : async (token) => await check(token, ip)
 }

@@ -36,7 +36,7 @@ export const AtlasAuthOptionsSchema = group({
   maxFailedAuthPerIp: Type.Optional(integer({
     allowZero: true,
     default: 100,
-    description: 'Failed authentications (no credential, or refused) one client IP may make per `failedAuthWindowMs`; past it, that IP\'s requests needing a credential (HTTP and the upgrade) get `429` `AUTH_RATE_LIMITED` with `Retry-After` **without `authenticate` running**, until the window ends. Clients with valid tokens never fail, and a client whose token expired retries with backoff (a few attempts a minute), so 100 a minute is met only by guessing; it caps a guesser at 100 credentials a minute per address. `0`: no limit. Set Fastify\'s `trustProxy` behind a proxy, or all clients share the proxy\'s address.'
+    description: 'Failed authentications (no credential, or refused; a refused `refresh` on a socket counts too) one client IP may make per `failedAuthWindowMs`; past it, that IP\'s requests needing a credential (HTTP and the upgrade) get `429` `AUTH_RATE_LIMITED` with `Retry-After` **without `authenticate` running**, and its refreshes are refused unchecked, until the window ends. Clients with valid tokens never fail, and a client whose token expired retries with backoff (a few attempts a minute), so 100 a minute is met only by guessing; it caps a guesser at 100 credentials a minute per address. `0`: no limit. Set Fastify\'s `trustProxy` behind a proxy, or all clients share the proxy\'s address.'
   })),
   failedAuthWindowMs: Type.Optional(integer({ default: 60_000, description: 'Window of `maxFailedAuthPerIp`, in ms (fixed, from the first failure).' })),
   rateLimitRedis: rateLimitRedisOption('As for `atlasTaskRoutes`: failures counted across instances. Only failures touch Redis; the check before `authenticate` is in memory.'),
@@ -72,8 +72,12 @@ declare module 'fastify' {
      * the headers it goes with, is returned for the caller to send or to tell another way.
      */
     atlasResolvePrincipal (request: FastifyRequest): Promise<PrincipalOrRefusal>
-    /** `authenticateToken` with the principal checked as `authenticate`'s is; never rejects. Undefined without `authenticateToken`. */
-    atlasCheckToken: ((token: string) => Promise<Principal | null>) | undefined
+    /**
+     * `authenticateToken` with the principal checked as `authenticate`'s is, for a refresh from
+     * address `ip`: refused at once while `ip` is blocked, and a refusal counts as a failed
+     * authentication of `ip`. Never rejects. Undefined without `authenticateToken`.
+     */
+    atlasCheckToken: ((token: string, ip: string) => Promise<Principal | null>) | undefined
   }
   interface FastifyRequest {
     atlasPrincipal: Principal | null
@@ -102,18 +106,37 @@ const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, rawOpti
   // Failures are counted by @fastify/rate-limit (in Redis when configured, so every instance
   // adds to one count); an IP found over the limit is remembered here until its window ends, so
   // the check before `authenticate` costs no round trip on any request.
-  let countFailure: ((request: FastifyRequest) => Promise<{ exceeded: boolean, ttlMs: number }>) | undefined
+  let countFailure: ((ip: string) => Promise<{ exceeded: boolean, ttlMs: number }>) | undefined
   if (maxFailures > 0) {
     await fastify.register(async (scope) => {
       await registerRateLimit(scope, NAME, options.rateLimitRedis, 'atlas-auth-failures:')
       const limiter = scope.createRateLimit({ max: maxFailures, timeWindow: windowMs, keyGenerator: (request) => request.ip })
-      countFailure = async (request) => {
-        const result = await limiter(request)
+      // Counted by address alone: a refused refresh has no request of its own, only its socket's address.
+      countFailure = async (ip) => {
+        const result = await limiter({ ip, routeOptions: { config: {} } } as unknown as FastifyRequest)
         return result.isAllowed ? { exceeded: false, ttlMs: 0 } : { exceeded: result.isExceeded, ttlMs: result.ttl }
       }
     })
   }
   const blockedUntil = new Map<string, number>()
+  /** When `ip` is blocked, until when (epoch ms); undefined when it is not. */
+  const blockedAt = (ip: string): number | undefined => {
+    const until = blockedUntil.get(ip)
+    if (until === undefined) return undefined
+    if (until > Date.now()) return until
+    blockedUntil.delete(ip)
+    return undefined
+  }
+  /** Counts a failed authentication of `ip`; when that puts it over the limit, blocks it and says until when. */
+  const failed = async (ip: string): Promise<number | undefined> => {
+    if (countFailure === undefined) return undefined
+    const { exceeded, ttlMs } = await countFailure(ip)
+    if (!exceeded) return undefined
+    const until = Date.now() + ttlMs
+    if (blockedUntil.size >= MAX_BLOCKED_IPS) blockedUntil.delete(blockedUntil.keys().next().value as string)
+    blockedUntil.set(ip, until)
+    return until
+  }
 
   const blockedRefusal = (until: number): PrincipalOrRefusal => {
     const retryAfter = Math.max(1, Math.ceil((until - Date.now()) / 1000))
@@ -128,11 +151,8 @@ const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, rawOpti
 
   const resolvePrincipal = async (request: FastifyRequest): Promise<PrincipalOrRefusal> => {
     if (request.atlasPrincipal !== null) return { principal: request.atlasPrincipal }
-    const blocked = blockedUntil.get(request.ip)
-    if (blocked !== undefined) {
-      if (blocked > Date.now()) return blockedRefusal(blocked)
-      blockedUntil.delete(request.ip)
-    }
+    const blocked = blockedAt(request.ip)
+    if (blocked !== undefined) return blockedRefusal(blocked)
     let principal: Principal | null | undefined
     try {
       principal = await authenticate(request)
@@ -151,33 +171,30 @@ const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, rawOpti
       // The principal's values are not logged: they may be whatever the credential carried.
       request.log.warn({ problem }, 'atlas: authenticate returned an invalid principal; answering 401')
     }
-    if (countFailure !== undefined) {
-      const { exceeded, ttlMs } = await countFailure(request)
-      if (exceeded) {
-        const until = Date.now() + ttlMs
-        if (blockedUntil.size >= MAX_BLOCKED_IPS) blockedUntil.delete(blockedUntil.keys().next().value as string)
-        blockedUntil.set(request.ip, until)
-        return blockedRefusal(until)
-      }
-    }
-    return unauthorized
+    const blockedNow = await failed(request.ip)
+    return blockedNow === undefined ? unauthorized : blockedRefusal(blockedNow)
   }
 
   const { authenticateToken } = options
   const checkToken = authenticateToken === undefined
     ? undefined
-    : async (token: string): Promise<Principal | null> => {
+    : async (token: string, ip: string): Promise<Principal | null> => {
+      // A refused refresh closes its socket, but the client may reconnect and try the next
+      // credential: refreshes count, per address, with the upgrades' and requests' failures.
+      if (blockedAt(ip) !== undefined) return null
       let principal: Principal | null | undefined
       try {
         principal = await authenticateToken(token)
       } catch (err) {
         fastify.log.warn({ err }, 'atlas: authenticateToken threw; refusing the refresh')
-        return null
+        principal = null
       }
-      if (principal == null) return null
-      const problem = principalProblem(principal)
-      if (problem === undefined) return principal
-      fastify.log.warn({ problem }, 'atlas: authenticateToken returned an invalid principal; refusing the refresh')
+      if (principal != null) {
+        const problem = principalProblem(principal)
+        if (problem === undefined) return principal
+        fastify.log.warn({ problem }, 'atlas: authenticateToken returned an invalid principal; refusing the refresh')
+      }
+      await failed(ip)
       return null
     }
 

@@ -34,7 +34,7 @@ export const AtlasWebSocketOptionsSchema = group({
   })),
   maxRefreshesPerMinute: Type.Optional(integer({
     default: 10,
-    description: '`refresh` frames one connection may send per minute (a token bucket of this size). A client refreshes once per credential lifetime; beyond it a `refresh` is answered `rate_limited` and counts as invalid, which bounds how fast one socket can try credentials.'
+    description: '`refresh` frames one connection may send per minute (a token bucket of this size). A client refreshes once per credential lifetime; beyond it a `refresh` is answered `rate_limited` and counts as invalid. (Guessing is bounded elsewhere: a refused refresh closes the socket and counts as a failed authentication of its address, see `maxFailedAuthPerIp`.)'
   })),
   replayBytesPerMinute: Type.Optional(integer({
     default: 32 * 1024 * 1024,
@@ -71,6 +71,8 @@ declare module 'fastify' {
 }
 
 const NAME = 'atlas-websocket'
+/** Revocations recorded during one upgrade's authentication, read at most (there are none, nearly always). */
+const REVOCATIONS_READ = 1000
 /** Client frames are small JSON commands; 64 KiB is generous. */
 export const RECOMMENDED_MAX_PAYLOAD = 64 * 1024
 
@@ -99,7 +101,7 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
   fastify.addHook('preClose', async () => { await realtime.close() })
 
   // What preValidation parsed, handed to the socket handler without parsing twice.
-  const connectQueries = new WeakMap<object, { teams: string[] | undefined, since: Map<string, number> }>()
+  const connectQueries = new WeakMap<object, { teams: string[] | undefined, since: Map<string, number>, revocationMark: number }>()
   // Refusals told by close code, for the socket handler.
   const refusals = new WeakMap<object, { code: number, reason: string }>()
   const refused = (statusCode: number, code: string): void => {
@@ -121,6 +123,9 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
       if (realtime.refusal() !== undefined) {
         return await refuse(reply.header('retry-after', retryAfter), new ServerFullError())
       }
+      // Revocations recorded from here on, while the credential is checked, reach this socket
+      // when it is accepted: atlasRevocations applies them only to sockets already open.
+      const revocationMark = fastify.taskRepository.lastRevocationId()
       const resolved = await fastify.atlasResolvePrincipal(request)
       // A browser sees a refused upgrade only as 1006: a client that speaks the protocol gets
       // the refusal as a close code after the handshake, so it can stop retrying a bad credential.
@@ -148,7 +153,7 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
       if (realtime.refusal(principal) !== undefined) {
         return await refuse(reply.header('retry-after', retryAfter), new TooManyConnectionsError(limits.maxConnectionsPerUser))
       }
-      connectQueries.set(request, query)
+      connectQueries.set(request, { ...query, revocationMark })
     }
   }, (socket, request) => {
     // @fastify/websocket routed the upgrade through a ServerResponse assigned to the socket and
@@ -163,7 +168,13 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
     const principal = request.atlasPrincipal
     const query = connectQueries.get(request)
     if (principal === null || query === undefined) return socket.terminate()
-    realtime.accept(socket, principal, query.teams ?? principal.teams, query.since)
+    const connection = realtime.accept(socket, principal, query.teams ?? principal.teams, query.since, request.ip)
+    if (connection === undefined) return
+    for (const { userId, teamId } of fastify.taskRepository.revocationsAfter(query.revocationMark, REVOCATIONS_READ)) {
+      if (userId !== principal.userId) continue
+      if (teamId === null) connection.close(CloseCode.REVOKED, 'revoked')
+      else connection.revokeTeam(teamId)
+    }
   })
 }
 
@@ -203,6 +214,6 @@ function originCheck (allowed: readonly string[]): (origin: string | undefined, 
 export const atlasWebSocket = fp(websocketPlugin, {
   fastify: '5.x',
   name: NAME,
-  dependencies: ['@fastify/websocket', 'atlas-hub', 'atlas-auth', 'atlas-broker']
+  dependencies: ['@fastify/websocket', 'atlas-repository', 'atlas-hub', 'atlas-auth', 'atlas-broker']
 })
 export default atlasWebSocket

@@ -6,10 +6,14 @@
  */
 import t, { type Test } from 'tap'
 import { Redis } from 'ioredis'
-import { connectClient, startInstance, tokenFor, waitUntil, type Instance } from './helpers/app.js'
+import { connectClient, listenInstance, startInstance, tokenFor, waitUntil, type Instance } from './helpers/app.js'
 import { startRedis, type RedisServer } from './helpers/redis.js'
 import { pingPong } from './helpers/ws-client.js'
 import { MemoryBus } from '../lib/memory-broker.js'
+import Fastify from 'fastify'
+import { WebSocket } from 'ws'
+import { accessTokenOf, atlasRealtime } from '../plugins/index.js'
+import { SUBPROTOCOL } from '../protocol/constants.js'
 
 async function overRedis (t: Test): Promise<{ a: Instance, b: Instance, redis: RedisServer }> {
   const redis = await startRedis(t)
@@ -108,4 +112,45 @@ t.test('the example\'s admin route revokes, behind its own credential', async (t
   t.same(await alice.closed, { code: 4004, reason: 'revoked' })
   const none = await startInstance(t, { databasePath: `${t.testdir()}/none.db` })
   t.equal((await fetch(`${none.baseUrl}/admin/revocations`, { method: 'POST' })).status, 404, 'no admin token configured: no admin route')
+})
+
+t.test('a socket whose credential is being checked while the user is revoked is closed once accepted', async (t) => {
+  // authenticate holds the upgrade until the test has revoked the user.
+  let checking!: () => void
+  const checkStarted = new Promise<void>((resolve) => { checking = resolve })
+  let release!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const app = Fastify()
+  await app.register(atlasRealtime, {
+    database: { databasePath: `${t.testdir()}/atlas.db` },
+    authenticate: async (request) => {
+      if (accessTokenOf(request) !== 'key-of-alice') return null
+      if (request.ws) {
+        checking()
+        await released
+      }
+      return { userId: 'alice', teams: ['red'] }
+    }
+  })
+  const instance = await listenInstance(t, app)
+  const socket = new WebSocket(instance.wsUrl, [SUBPROTOCOL], { headers: { authorization: 'Bearer key-of-alice' } })
+  socket.on('error', () => {})
+  const closed = new Promise<{ code: number, reason: string }>((resolve) => { socket.once('close', (code, reason) => { resolve({ code, reason: reason.toString() }) }) })
+  await checkStarted
+  await app.atlasRevoke({ userId: 'alice' })
+  release()
+  t.same(await closed, { code: 4004, reason: 'revoked' }, 'revoked, though its authentication began before the revocation')
+})
+
+t.test('refused refreshes count towards the failed authentications of the address', async (t) => {
+  const instance = await startInstance(t, { databasePath: `${t.testdir()}/atlas.db`, realtime: { auth: { maxFailedAuthPerIp: 3 } } })
+  const token = await tokenFor('alice', ['red'])
+  for (let i = 0; i < 3; i++) {
+    const client = await connectClient(t, instance, token)
+    client.send({ type: 'refresh', token: `guess-${i}` })
+    t.equal((await client.closed).code, 4001, `guess ${i} refused`)
+  }
+  // The address is blocked now: for HTTP, for upgrades, and for refreshes (refused unchecked).
+  const blocked = await fetch(`${instance.baseUrl}/teams/red/tasks`, { headers: { authorization: 'Bearer wrong' } })
+  t.equal(blocked.status, 429, 'the next bad credential from that address is refused as a guess')
 })
