@@ -33,7 +33,7 @@ export const AtlasRealtimeOptionsSchema = group({
     defaultText: 'none',
     description: 'Fastify\'s own register option, honoured: the task routes and the WebSocket endpoint go under it (`\'/api\'` gives `/api/teams/:teamId/tasks` and `/api/realtime`; `websocket.path` and `routes.prefix` are then relative to it). Clients are given `https://host/api` as their one base URL.'
   })),
-  authenticate: handedOn(AtlasAuthOptionsSchema.properties.authenticate, { description: '`(request) => { userId, teams } | null | undefined`, sync or async; see [`atlasAuth`](#atlasauth).' }),
+  authenticate: handedOn(AtlasAuthOptionsSchema.properties.authenticate, { description: '`(request) => { userId, teams, expiresAt? } | null | undefined`, sync or async; see [`atlasAuth`](#atlasauth).' }),
   authenticateToken: Type.Optional(handedOn(AtlasAuthOptionsSchema.properties.authenticateToken, { defaultText: 'unset', description: '`(token) => { userId, teams, expiresAt? } | null | undefined`: lets open sockets refresh their credential; see [`atlasAuth`](#atlasauth).' })),
   database: handedOn(AtlasRepositoryOptionsSchema, { description: 'Options of [`atlasRepository`](#atlasrepository).' }),
   broker: Type.Optional(handedOn(AtlasBrokerOptionsSchema, { default: {}, description: 'Options of [`atlasBroker`](#atlasbroker); no `redis`: in-process broker.' })),

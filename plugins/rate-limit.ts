@@ -51,6 +51,7 @@ export async function registerRateLimit (
       .on('error', (error: Error) => {
         const err = safeRedisError(error)
         if (reported) scope.log.debug({ err, plugin }, 'atlas: rate-limit Redis still unreachable')
+        else if (writeBehindMs !== undefined) scope.log.warn({ err, plugin }, 'atlas: rate-limit Redis unreachable; each instance limits what it counted itself until it is back')
         else scope.log.warn({ err, plugin }, 'atlas: rate-limit Redis unreachable; requests go through uncounted until it is back')
         reported = true
       })
