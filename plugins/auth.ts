@@ -27,7 +27,7 @@ export const MAX_USER_ID_LENGTH = 128
 
 export const AtlasAuthOptionsSchema = group({
   authenticate: func<Authenticate>({
-    description: `\`(request) => { userId, teams, expiresAt? } | null | undefined\`, sync or async: who is making the request (HTTP and the upgrade); `expiresAt` (epoch ms): when the credential expires (the socket is closed with 4001 then, unless refreshed). A principal whose \`userId\` is not a non-empty well-formed string of at most ${MAX_USER_ID_LENGTH} characters, or with a team id outside \`${TEAM_ID_PATTERN}\`, is refused with \`401\` (and a warning that names no value).`
+    description: `\`(request) => { userId, teams, expiresAt? } | null | undefined\`, sync or async: who is making the request (HTTP and the upgrade); \`expiresAt\` (epoch ms): when the credential expires (the socket is closed with 4001 then, unless refreshed). A principal whose \`userId\` is not a non-empty well-formed string of at most ${MAX_USER_ID_LENGTH} characters, or with a team id outside \`${TEAM_ID_PATTERN}\`, is refused with \`401\` (and a warning that names no value).`
   }),
   authenticateToken: Type.Optional(func<AuthenticateToken>({
     defaultText: 'unset',
