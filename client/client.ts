@@ -67,14 +67,14 @@ export interface AtlasClientEvents {
   subscribed: { teamId: string, seq: number, replayed: number }
   /** A team's event, exactly once and in seq order. */
   event: TaskEvent
-  /** A team's list is being (re)fetched; events are held until it arrives. */
+  /** A team's list is being (re)fetched (once the socket has the team); events are held until it arrives. */
   resyncing: { teamId: string, reason: SnapshotReason }
   snapshot: Snapshot
   disconnect: DisconnectInfo
   reconnect: ReconnectInfo
   /**
-   * An error frame from the server; `forbidden_team` (a team dropped: not, or no longer, the
-   * user's, its membership revoked included); `unauthorized` (the credential was refused: a
+   * An error frame from the server; `forbidden_team` (a team dropped, `teamId` says which: not,
+   * or no longer, the user's, its membership revoked included, or a `subscribe` refused); `unauthorized` (the credential was refused: a
    * fresh one is asked of `getToken`, else the client stops); `revoked` (the host revoked the
    * user, close code 4004: a different token is asked of `getToken`, else the client stops);
    * `resync_failed` (a list fetch failed; retried).
@@ -113,6 +113,17 @@ interface TeamState {
   syncGeneration: number
   /** Events that arrived while syncing, applied after the list if newer than it. */
   held: TaskEvent[]
+  /**
+   * The current socket delivered the team's `subscribed` or `resync`: its list may be fetched
+   * now. Before that a list could be older than the point the subscription starts from, and the
+   * events in between would be lost (docs/protocol.md, "Resync procedure"). False again for
+   * every new socket.
+   */
+  live: boolean
+  /** Why the load under way, or waiting for `live`, was asked for. */
+  reason: SnapshotReason
+  /** The socket (`AtlasClient.#socketCount`) the last load started on. */
+  loadedOn: number
 }
 
 /**
@@ -143,6 +154,8 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
   #allowed: Set<string> | undefined
   /** The teams the last welcome or refreshed listed, as they were (what a `refreshed` event's `added` and `removed` compare with). */
   #granted: string[] = []
+  /** Counts sockets (bumped whenever one ends or starts): which one a list load started on. */
+  #socketCount = 0
   /** Teams whose subscription rides on the current socket's URL. */
   #inUrl = new Set<string>()
   #userId: string | undefined
@@ -184,7 +197,10 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
       connectTimeoutMs: options.connectTimeoutMs
     })
     this.#connection.on('frame', (frame) => { this.#onFrame(frame) })
-    this.#connection.on('state', (state) => { this.emit('state', state) })
+    this.#connection.on('state', (state) => {
+      if (state !== 'open') this.#offline()
+      this.emit('state', state)
+    })
     this.#connection.on('disconnect', (info) => {
       this.#abandonRefresh()
       this.emit('disconnect', info)
@@ -215,7 +231,8 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
     this.#active = true
     this.#stoppedBy = undefined
     this.#stopping = undefined
-    // Loads that `close()` interrupted start over, or their held events would wait forever.
+    // Loads that `close()` interrupted start over (once the new socket has the team), or their
+    // held events would wait forever.
     for (const [teamId, team] of this.#teams) {
       if (team.syncing) this.#sync(teamId, 'requested')
     }
@@ -372,13 +389,23 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
     }
   }
 
-  /** Refetches a team's list now (a `snapshot` follows); events keep their order around it. */
+  /**
+   * Refetches a team's list (a `snapshot` follows); events keep their order around it. The list
+   * is fetched once the current socket has the team (its `subscribed` or `resync`): at once when
+   * it has, else when it arrives, on this socket or the next.
+   */
   resync (teamId: string): void {
     if (this.#teams.has(teamId)) this.#sync(teamId, 'requested')
   }
 
   #track (teamId: string): void {
-    this.#teams.set(teamId, { seq: undefined, syncing: false, syncGeneration: 0, held: [] })
+    this.#teams.set(teamId, { seq: undefined, syncing: false, syncGeneration: 0, held: [], live: false, reason: 'initial', loadedOn: -1 })
+  }
+
+  /** No socket carries the teams any more (or a new one starts): a list waits for the next `subscribed` or `resync`. */
+  #offline (): void {
+    this.#socketCount++
+    for (const team of this.#teams.values()) team.live = false
   }
 
   /** Drops a team the user is not (or no longer) a member of, and says so. */
@@ -495,31 +522,60 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
       case 'unsubscribed':
         // With a reason the server ended it (any reason counts as `revoked`): the principal lost
         // the team, and subscribing again would be refused. Without, it answers our `unsubscribe`.
-        if (frame.reason !== undefined) {
-          this.#allowed?.delete(frame.teamId)
-          if (this.#teams.has(frame.teamId)) this.#forbidden(frame.teamId, `Membership of team ${frame.teamId} was revoked`)
-        }
+        if (frame.reason !== undefined) this.#lost(frame.teamId, `Membership of team ${frame.teamId} was revoked`)
         break
       case 'subscribed': {
         const team = this.#teams.get(frame.teamId)
         if (team === undefined) break
+        team.live = true
         this.emit('subscribed', { teamId: frame.teamId, seq: frame.seq, replayed: frame.replayed })
-        // Subscribed without a position: load the list; events from here on are held meanwhile.
-        // (A load still running from an earlier socket is superseded by this one.)
-        if (team.seq === undefined) this.#sync(frame.teamId, 'initial')
+        if (this.#teams.get(frame.teamId) !== team) break
+        if ((team.seq === undefined || team.syncing) && team.loadedOn !== this.#socketCount) {
+          // A first load, a load asked for before this socket had the team, or one started on an
+          // earlier socket: (re)started now, so the list is at least as recent as the point this
+          // subscription starts from. Events from here on are held meanwhile. (One started on
+          // this socket is left alone: this is a repeated `subscribed`.)
+          this.#sync(frame.teamId, team.seq === undefined ? 'initial' : team.reason)
+        } else if (!team.syncing && team.seq !== undefined && team.seq < frame.seq) {
+          // Subscribed from a later point than the last event applied (a list arrived after the
+          // subscribe went out without a position): the events in between will not come.
+          this.#sync(frame.teamId, 'gap')
+        }
         break
       }
-      case 'resync':
-        if (this.#teams.has(frame.teamId)) this.#sync(frame.teamId, frame.reason)
+      case 'resync': {
+        const team = this.#teams.get(frame.teamId)
+        if (team === undefined) break
+        team.live = true
+        this.#sync(frame.teamId, frame.reason)
         break
+      }
       case 'error':
-        this.emit('error', { code: frame.code, message: frame.message })
+        // `forbidden_team` names its team (servers from before `teamId` did not): the subscribe
+        // was refused, the principal lost the team, as with `unsubscribed` revoked.
+        if (frame.code === ErrorCode.FORBIDDEN_TEAM && frame.teamId !== undefined) {
+          this.#lost(frame.teamId, frame.message)
+          break
+        }
+        this.emit('error', { code: frame.code, message: frame.message, ...(frame.teamId === undefined ? {} : { teamId: frame.teamId }) })
         this.#onErrorFrame(frame.code)
         break
     }
   }
 
+  /**
+   * The server took a team away (`unsubscribed` revoked, or a `subscribe` refused with
+   * `forbidden_team`): no longer allowed; if followed, dropped with an error. (Not followed: it
+   * was dropped already, or unsubscribed meanwhile; nothing more to say.)
+   */
+  #lost (teamId: string, message: string): void {
+    this.#allowed?.delete(teamId)
+    if (this.#teams.has(teamId)) this.#forbidden(teamId, message)
+  }
+
   #onWelcome ({ userId, teams, expiresAt }: WelcomeFrame): void {
+    // A new socket: every team waits for its `subscribed` (or `resync`) on it before a list.
+    this.#offline()
     this.#userId = userId
     this.#allowed = new Set(teams)
     this.#granted = [...teams]
@@ -571,16 +627,26 @@ export class AtlasClient extends Emitter<AtlasClientEvents> {
     this.emit('event', event)
   }
 
-  /** Fetches the team's list, then applies the held events that are newer than it. */
+  /**
+   * Fetches the team's list, then applies the held events that are newer than it. Events are
+   * held from now on; the fetch itself starts only once the current socket has the team (its
+   * `subscribed` or `resync`, which restart a load waiting or under way).
+   */
   #sync (teamId: string, reason: SnapshotReason): void {
     const team = this.#teams.get(teamId)
     if (team === undefined) return
+    // A load under way is superseded: its answer is dropped.
     const generation = ++team.syncGeneration
     team.syncing = true
+    team.reason = reason
+    if (!team.live) return
+    team.loadedOn = this.#socketCount
     const backoff = new Backoff(this.#syncBackoff)
     const run = async (): Promise<void> => {
       this.emit('resyncing', { teamId, reason })
       for (;;) {
+        // Superseded, or the socket went away meanwhile (the next one's `subscribed` or `resync` starts it over).
+        if (this.#teams.get(teamId) !== team || team.syncGeneration !== generation || !team.live) return
         try {
           const list = await this.api.list(teamId)
           if (this.#teams.get(teamId) !== team || team.syncGeneration !== generation) return

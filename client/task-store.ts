@@ -264,7 +264,9 @@ export class TaskStore extends Emitter<TaskStoreEvents> {
   }
 
   /**
-   * Follows the team through the client; resolves when its first list arrived. Rejects with an
+   * Follows the team through the client; resolves when its first list arrived (a list is
+   * fetched once the client's socket has the team's `subscribed`, even when the client followed
+   * the team already, so that no event falls between the list and the subscription). Rejects with an
    * AtlasClientError: `forbidden_team` (not the user's team), or, when the client stops first
    * (or had stopped), `unauthorized`, `revoked`, `retries_exhausted` or `closed` (also on this
    * store's `close()`). Before the client's first `connect()` it waits for it.

@@ -15,6 +15,13 @@ export interface SocketControl {
   duplicate: boolean
   /** Frames for which this returns true are dropped before the SDK sees them. */
   drop: ((frame: Record<string, unknown>) => boolean) | undefined
+  /**
+   * A frame for which this returns true is held back, with every later frame of its socket (a
+   * link that is slow, not lossy: the order is kept), until `release()`.
+   */
+  hold: ((frame: Record<string, unknown>) => boolean) | undefined
+  /** Hands the held frames to the SDK, in order; `hold` applies again to frames arriving after. */
+  release (): void
   /** URL of every socket the SDK opened, in order. */
   readonly urls: string[]
   /** What the SDK passed for every socket it opened, in order. */
@@ -43,10 +50,12 @@ export function controlledWebSocket (options: { supportsHeaders?: boolean } = {}
     blocked: false,
     duplicate: false,
     drop: undefined,
+    hold: undefined,
     urls: [],
     opened: [],
     received: [],
     deafen () { for (const socket of sockets) socket.deaf = true },
+    release () { for (const socket of sockets) socket.release() },
     async arrived (what, predicate, timeoutMs = 10_000) {
       if (control.received.some(predicate)) return
       await new Promise<void>((resolve, reject) => {
@@ -68,6 +77,8 @@ export function controlledWebSocket (options: { supportsHeaders?: boolean } = {}
     onclose: WebSocketLike['onclose'] = null
     onerror: WebSocketLike['onerror'] = null
     deaf = false
+    /** Frames held back (`hold`), in arrival order; undefined while nothing is. */
+    #held: string[] | undefined
     readonly #ws: WebSocket
 
     static readonly supportsHeaders = options.supportsHeaders ?? true
@@ -92,14 +103,31 @@ export function controlledWebSocket (options: { supportsHeaders?: boolean } = {}
         control.received.push(frame)
         for (const check of [...waiters]) check()
         if (this.deaf || control.drop?.(frame) === true) return
-        this.onmessage?.({ data: text })
-        if (control.duplicate) this.onmessage?.({ data: text })
+        if (this.#held === undefined && control.hold?.(frame) === true) this.#held = []
+        if (this.#held !== undefined) {
+          this.#held.push(text)
+          return
+        }
+        this.#deliver(text)
       })
       this.#ws.on('close', (code, reason) => {
         sockets.delete(this)
+        // What was held arrived before the close: the SDK hears it first.
+        this.release()
         this.onclose?.({ code, reason: reason.toString() })
       })
       this.#ws.on('error', (err) => this.onerror?.(err))
+    }
+
+    #deliver (text: string): void {
+      this.onmessage?.({ data: text })
+      if (control.duplicate) this.onmessage?.({ data: text })
+    }
+
+    release (): void {
+      const held = this.#held ?? []
+      this.#held = undefined
+      for (const text of held) this.#deliver(text)
     }
 
     get readyState (): number { return this.#ws.readyState }
