@@ -214,6 +214,6 @@ function originCheck (allowed: readonly string[]): (origin: string | undefined, 
 export const atlasWebSocket = fp(websocketPlugin, {
   fastify: '5.x',
   name: NAME,
-  dependencies: ['@fastify/websocket', 'atlas-repository', 'atlas-hub', 'atlas-auth', 'atlas-broker']
+  dependencies: ['@fastify/websocket', 'atlas-hub', 'atlas-auth', 'atlas-broker', 'atlas-repository']
 })
 export default atlasWebSocket
