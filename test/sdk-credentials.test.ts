@@ -6,7 +6,7 @@ import { AtlasClient, AtlasClientError, BEARER_SUBPROTOCOL_PREFIX, CloseCode, SU
 import { accessTokenOf, atlasRealtime } from '../plugins/index.js'
 import type { Principal } from '../lib/types.js'
 import { api, listenInstance, startInstance, tokenFor, type Instance } from './helpers/app.js'
-import { controlledWebSocket, nextEvent, until } from './helpers/sdk.js'
+import { controlledWebSocket, nextEvent, rejectionOf, until, within } from './helpers/sdk.js'
 
 // How the SDK carries a credential (docs/client-sdk.md, "Credentials"), checked on the upgrade
 // requests as the server received them, and what it does when the server refuses one.
@@ -34,13 +34,6 @@ async function appWith (t: Test, authenticate: (request: FastifyRequest) => Prin
   return await listenInstance(t, app)
 }
 
-/** The rejection of `promise`; fails when it resolves or has not settled in time. */
-async function rejectionOf (promise: Promise<unknown>, timeoutMs = 10_000): Promise<unknown> {
-  return await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`still pending after ${timeoutMs} ms`)) }, timeoutMs)
-    promise.then(() => { clearTimeout(timer); reject(new Error('resolved; a rejection was expected')) }, (err: unknown) => { clearTimeout(timer); resolve(err) })
-  })
-}
 
 /** Records the client's `error`, `disconnect` and `stopped` events. */
 function record (client: AtlasClient): { errors: Array<{ code: string, message: string, teamId?: string }>, disconnects: DisconnectInfo[], stopped: AtlasClientError[] } {
@@ -53,16 +46,6 @@ function record (client: AtlasClient): { errors: Array<{ code: string, message: 
 
 const FAST = { baseMs: 1, capMs: 5 }
 
-/** Resolves as `promise` does; fails when it has not settled in time. */
-async function within<T> (promise: Promise<T>, what: string, timeoutMs = 10_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`${what}: still pending after ${timeoutMs} ms`)) }, timeoutMs) })
-  try {
-    return await Promise.race([promise, late])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 /** Welcomed by the server (a store's start() can resolve earlier: the list comes over HTTP). */
 async function opened (client: AtlasClient): Promise<void> {

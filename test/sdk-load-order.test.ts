@@ -5,18 +5,8 @@ import t from 'tap'
 import { join } from 'node:path'
 import { AtlasClient, TaskStore, type Snapshot } from '../client/index.js'
 import { api, startInstance, tokenFor, type Instance } from './helpers/app.js'
-import { controlledWebSocket, nextEvent, until } from './helpers/sdk.js'
+import { controlledWebSocket, nextEvent, until, within } from './helpers/sdk.js'
 
-/** Resolves as `promise` does; fails when it has not settled in time. */
-async function within<T> (promise: Promise<T>, what: string, timeoutMs = 10_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`${what}: still pending after ${timeoutMs} ms`)) }, timeoutMs) })
-  try {
-    return await Promise.race([promise, late])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 async function createTask (instance: Instance, token: string, title: string): Promise<void> {
   const response = await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token, body: { title } })

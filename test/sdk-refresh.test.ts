@@ -15,7 +15,7 @@ import { AtlasClient, AtlasClientError, CloseCode, TaskStore, refreshDelay, type
 import { atlasRealtime } from '../plugins/index.js'
 import { jwtVerifier } from '../examples/jwt-auth.js'
 import { TEST_SECRET, api, listenInstance, startInstance, type Instance } from './helpers/app.js'
-import { controlledWebSocket, nextEvent, until } from './helpers/sdk.js'
+import { controlledWebSocket, nextEvent, rejectionOf, until, within } from './helpers/sdk.js'
 
 /** A JWT of the example's kind; each one differs (its own `jti`), even two signed in the same second. */
 async function freshToken (userId: string, teams: string[], expiresIn = '1h'): Promise<string> {
@@ -48,23 +48,7 @@ function record (client: AtlasClient): Seen {
   return seen
 }
 
-/** Resolves as `promise` does; fails when it has not settled in time. */
-async function within<T> (promise: Promise<T>, what: string, timeoutMs = 10_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`${what}: still pending after ${timeoutMs} ms`)) }, timeoutMs) })
-  try {
-    return await Promise.race([promise, late])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
-async function rejectionOf (promise: Promise<unknown>, timeoutMs = 10_000): Promise<unknown> {
-  return await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`still pending after ${timeoutMs} ms`)) }, timeoutMs)
-    promise.then(() => { clearTimeout(timer); reject(new Error('resolved; a rejection was expected')) }, (err: unknown) => { clearTimeout(timer); resolve(err) })
-  })
-}
 
 const FAST = { baseMs: 1, capMs: 5 }
 

@@ -181,3 +181,22 @@ export async function until (
     for (const type of types) offs.push(emitter.on(type, () => { if (check()) done() }))
   })
 }
+
+/** Resolves as `promise` does; fails when it has not settled in time. */
+export async function within<T> (promise: Promise<T>, what: string, timeoutMs = 10_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`${what}: still pending after ${timeoutMs} ms`)) }, timeoutMs) })
+  try {
+    return await Promise.race([promise, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** The error `promise` rejects with; fails when it resolves, or has not settled in time. */
+export async function rejectionOf (promise: Promise<unknown>, timeoutMs = 10_000): Promise<unknown> {
+  return await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error(`still pending after ${timeoutMs} ms`)) }, timeoutMs)
+    promise.then(() => { clearTimeout(timer); reject(new Error('resolved; a rejection was expected')) }, (err: unknown) => { clearTimeout(timer); resolve(err) })
+  })
+}
