@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { isTeamId, TEAM_ID_PATTERN } from '../protocol/constants.js'
 import { isWellFormed } from '../lib/well-formed.js'
 import type { Principal } from '../lib/types.js'
@@ -162,14 +162,10 @@ const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, rawOpti
       request.log.warn({ err }, 'atlas: authenticate threw; answering 401')
       principal = null
     }
-    if (principal != null) {
-      const problem = principalProblem(principal)
-      if (problem === undefined) {
-        request.atlasPrincipal = principal
-        return { principal }
-      }
-      // The principal's values are not logged: they may be whatever the credential carried.
-      request.log.warn({ problem }, 'atlas: authenticate returned an invalid principal; answering 401')
+    const valid = acceptable(principal, request.log, 'authenticate returned an invalid principal; answering 401')
+    if (valid !== null) {
+      request.atlasPrincipal = valid
+      return { principal: valid }
     }
     const blockedNow = await failed(request.ip)
     return blockedNow === undefined ? unauthorized : blockedRefusal(blockedNow)
@@ -189,13 +185,9 @@ const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, rawOpti
         fastify.log.warn({ err }, 'atlas: authenticateToken threw; refusing the refresh')
         principal = null
       }
-      if (principal != null) {
-        const problem = principalProblem(principal)
-        if (problem === undefined) return principal
-        fastify.log.warn({ problem }, 'atlas: authenticateToken returned an invalid principal; refusing the refresh')
-      }
-      await failed(ip)
-      return null
+      const valid = acceptable(principal, fastify.log, 'authenticateToken returned an invalid principal; refusing the refresh')
+      if (valid === null) await failed(ip)
+      return valid
     }
 
   fastify.decorateRequest('atlasPrincipal', null)
@@ -208,6 +200,19 @@ const authPlugin: FastifyPluginAsync<AtlasAuthOptions> = async (fastify, rawOpti
     await sendError(reply.headers(result.headers), result.refusal)
     return null
   })
+}
+
+/**
+ * The principal the host's hook returned when the suite can take it, else null; an invalid one
+ * is logged with what is wrong (`refusing` says what happens), never with its values: they may
+ * be whatever the credential carried.
+ */
+function acceptable (principal: Principal | null | undefined, log: FastifyBaseLogger, refusing: string): Principal | null {
+  if (principal == null) return null
+  const problem = principalProblem(principal)
+  if (problem === undefined) return principal
+  log.warn({ problem }, `atlas: ${refusing}`)
+  return null
 }
 
 /**
