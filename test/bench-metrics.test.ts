@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -10,6 +10,7 @@ import { parseMetrics, quantileBucket } from '../bench/metrics-check.js'
 import type { RunRecord } from '../bench/stats.js'
 import { TEST_SECRET } from './helpers/app.js'
 import { hasRedisServer } from './helpers/redis.js'
+import { buildProblem } from './helpers/build.js'
 
 // Issue 14, point 5: during a benchmark run, the delivered-events counter scraped from every
 // Atlas process equals the benchmark's own count of deliveries. The bench itself runs here, end
@@ -21,30 +22,6 @@ const ROOT = fileURLToPath(new URL('../', import.meta.url))
 // The bench runs from the build (it forks dist/bench/loadgen.js and spawns dist/examples/server.js).
 const RUN = `${ROOT}dist/bench/run.js`
 const SERVER = `${ROOT}dist/examples/server.js`
-
-/** Why dist/ cannot be what is tested (a source newer than its build), or undefined. */
-function buildProblem (): string | undefined {
-  const walk = (dir: string): string | undefined => {
-    for (const entry of readdirSync(`${ROOT}${dir}`, { withFileTypes: true })) {
-      const path = `${dir}/${entry.name}`
-      if (entry.isDirectory()) {
-        if (path === 'examples/public' || path === 'examples/python-client' || path === 'examples/desktop' || path === 'bench/results') continue
-        const found = walk(path)
-        if (found !== undefined) return found
-      } else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.d.ts')) {
-        const js = `dist/${path.replace(/\.ts$/, '.js')}`
-        if (!existsSync(`${ROOT}${js}`)) return `${js} is missing: run npm run build (npm test does it first)`
-        if (statSync(`${ROOT}${js}`).mtimeMs < statSync(`${ROOT}${path}`).mtimeMs) return `${js} is older than ${path}: run npm run build`
-      }
-    }
-    return undefined
-  }
-  for (const folder of ['bench', 'examples', 'plugins', 'lib', 'protocol']) {
-    const found = walk(folder)
-    if (found !== undefined) return found
-  }
-  return undefined
-}
 
 async function runBench (t: Test, args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
   const child = spawn(process.execPath, [RUN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
@@ -60,7 +37,7 @@ async function runBench (t: Test, args: string[]): Promise<{ code: number | null
 }
 
 t.test('the delivered counter scraped from both Atlas processes equals the bench\'s count', async (t) => {
-  const stale = buildProblem()
+  const stale = buildProblem(['bench', 'examples', 'plugins', 'lib', 'protocol'])
   if (stale !== undefined) throw new Error(stale)
   if (!hasRedisServer()) throw new Error('the bench starts its own redis-server: apt-get install -y redis-server')
   const dir = mkdtempSync(join(tmpdir(), 'atlas-bench-metrics-'))
@@ -93,7 +70,7 @@ t.test('the delivered counter scraped from both Atlas processes equals the bench
 })
 
 t.test('METRICS=off: the example serves no /metrics; unset, it does', async (t) => {
-  const stale = buildProblem()
+  const stale = buildProblem(['bench', 'examples', 'plugins', 'lib', 'protocol'])
   if (stale !== undefined) throw new Error(stale)
   const dir = mkdtempSync(join(tmpdir(), 'atlas-metrics-switch-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })

@@ -1,6 +1,6 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash, X509Certificate } from 'node:crypto'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
@@ -11,6 +11,7 @@ import { chromium, type Browser } from 'playwright-core'
 import { buildExampleApp } from '../examples/app.js'
 import { TEST_SECRET, startInstance, tokenFor } from './helpers/app.js'
 import { CHROMIUM_PATH, browserTestProblem, card, waitForState } from './helpers/browser.js'
+import { buildProblem } from './helpers/build.js'
 
 // Issue 13, point 3: the example serves HTTPS and WSS with a real certificate, and the Node SDK,
 // the Python client and Chromium follow a team over wss:// trusting the CA that signed it, with
@@ -27,30 +28,6 @@ const PY_CLIENT = `${ROOT}examples/python-client/atlas_client.py`
 const TS_LOADER = new URL('../node_modules/@tapjs/typescript/dist/esm/import.mjs', import.meta.url).href
 // What test/helpers/browser.ts launches Chromium with (it does not export its list).
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic']
-
-/** Why dist/ cannot be what is tested (a source newer than its build), or undefined. */
-function buildProblem (): string | undefined {
-  for (const folder of ['examples', 'plugins', 'lib', 'protocol']) {
-    const walk = (dir: string): string | undefined => {
-      for (const entry of readdirSync(`${ROOT}${dir}`, { withFileTypes: true })) {
-        const path = `${dir}/${entry.name}`
-        if (entry.isDirectory()) {
-          if (path === 'examples/public' || path === 'examples/python-client') continue
-          const found = walk(path)
-          if (found !== undefined) return found
-        } else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.d.ts')) {
-          const js = `dist/${path.replace(/\.ts$/, '.js')}`
-          if (!existsSync(`${ROOT}${js}`)) return `${js} is missing: run npm run build (npm test does it first)`
-          if (statSync(`${ROOT}${js}`).mtimeMs < statSync(`${ROOT}${path}`).mtimeMs) return `${js} is older than ${path}: run npm run build`
-        }
-      }
-      return undefined
-    }
-    const found = walk(folder)
-    if (found !== undefined) return found
-  }
-  return undefined
-}
 
 // ------------------------------------------------------------------ a CA and a server certificate
 
@@ -106,7 +83,7 @@ interface Spawned {
 }
 
 function spawnExample (t: Test, env: Record<string, string>): Spawned {
-  const stale = buildProblem()
+  const stale = buildProblem(['examples', 'plugins', 'lib', 'protocol'])
   if (stale !== undefined) throw new Error(stale)
   const child = spawn(process.execPath, [SERVER], {
     cwd: ROOT,
