@@ -100,7 +100,7 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
   if (config.adminToken !== undefined) await registerAdminRoutes(app, config.adminToken)
   // The readiness, with the connection count (older tooling of the example probes /health).
   app.get('/health', { logLevel: 'warn' }, async (_request, reply) => {
-    const readiness = app.atlasReadiness()
+    const readiness = await app.atlasReadiness()
     if (!readiness.ready) reply.code(503)
     return { ok: readiness.ready, connections: app.atlasConnections.connectionCount, checks: readiness.checks }
   })

@@ -1,8 +1,9 @@
 // The wire contract (task, events, frames, codes) is its own entry point, atlas-realtime/protocol.
 export type { Principal, LoggedEvent } from './types.js'
 export * from './errors.js'
-export { TaskRepository, serializeEvent } from './repository.js'
-export type { MutationContext, MutationResult, RetentionPolicy, CommitListener } from './repository.js'
+export type { TaskRepository, TaskRepositoryOptions, MutationContext, MutationResult, RetentionPolicy, CommitListener, ListOptions, TaskPage, TeamHistory, Revocation } from './repository.js'
+export { SqliteTaskRepository } from './sqlite-repository.js'
+export { serializeEvent } from './task-records.js'
 export { openDatabase, defaultMigrationsFolder } from './db/open.js'
 export type { OpenDatabaseOptions, OpenedDatabase, AtlasDatabase } from './db/open.js'
 export type { Broker, BrokerHandlers } from './broker.js'

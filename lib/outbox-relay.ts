@@ -70,13 +70,13 @@ export class OutboxRelay {
     this.#relay(EVERYTHING)
   }
 
-  /** Records the events the broker took as published (one transaction). */
-  flushPublished (): void {
+  /** Records the events the broker took as published (one transaction). Never rejects. */
+  async flushPublished (): Promise<void> {
     if (this.#publishedBatch.length === 0) return
     const batch = this.#publishedBatch
     this.#publishedBatch = []
     try {
-      this.#repository.markPublished(batch)
+      await this.#repository.markPublished(batch)
     } catch (err) {
       // Not fatal: the events are simply relayed again and receivers drop the duplicates.
       this.#log.warn({ err }, 'atlas: marking events published failed')
@@ -95,7 +95,7 @@ export class OutboxRelay {
       new Promise((resolve) => { timeout = setTimeout(resolve, timeoutMs) })
     ])
     clearTimeout(timeout)
-    this.flushPublished()
+    await this.flushPublished()
   }
 
   /** Hands an event to the broker; resolves true when the broker took it (never rejects). */
@@ -130,35 +130,39 @@ export class OutboxRelay {
       this.#relayAgain = Math.max(this.#relayAgain ?? 0, before)
       return
     }
+    this.#relaying = true
+    this.#relayPage(before).then((again) => {
+      this.#relaying = false
+      const asked = this.#relayAgain
+      this.#relayAgain = undefined
+      // A full page the broker took: more may be waiting; read on in a later turn, letting I/O in between.
+      if (again) setImmediate(() => { this.#relay(Math.max(before, asked ?? 0)) })
+      else if (asked !== undefined) this.#relay(asked)
+      // A page the broker refused is not read again at once: with Redis down that would spin
+      // forever and starve the event loop. The next interval or reconnect retries.
+    }, () => {})
+  }
+
+  /** One page of the outbox to the broker; true when it was full and all taken (read on). */
+  async #relayPage (before: number): Promise<boolean> {
     let pending: LoggedEvent[]
     try {
-      pending = this.#repository.unpublished(before, RELAY_PAGE)
+      pending = await this.#repository.unpublished(before, RELAY_PAGE)
     } catch (err) {
       this.#log.warn({ err }, 'atlas: reading the outbox failed')
-      return
+      return false
     }
-    if (pending.length === 0) return
-    this.#relaying = true
+    if (pending.length === 0 || this.#closed) return false
     this.#log.debug({ count: pending.length }, 'atlas: relaying unpublished events')
-    Promise.all(pending.map(async (event) => await this.#publish(event))).then((taken) => {
-      this.#relaying = false
-      if (outboxRelayed.hasSubscribers) {
-        const published = taken.filter(Boolean).length
-        outboxRelayed.publish({ instance: this.#broker.instanceId, published, failed: taken.length - published })
-      }
-      const again = this.#relayAgain
-      this.#relayAgain = undefined
-      if (pending.length === RELAY_PAGE && taken.every(Boolean)) {
-        // A full page the broker took: more may be waiting. Mark this page first (or the next
-        // read returns it again) and read on in a later turn, letting I/O in between.
-        this.flushPublished()
-        setImmediate(() => { this.#relay(Math.max(before, again ?? 0)) })
-      } else if (again !== undefined) {
-        this.#relay(again)
-      }
-      // A page the broker refused is not read again at once: with Redis down that would spin
-      // forever in microtasks and starve the event loop. The next interval or reconnect retries.
-    }, () => {})
+    const taken = await Promise.all(pending.map(async (event) => await this.#publish(event)))
+    if (outboxRelayed.hasSubscribers) {
+      const published = taken.filter(Boolean).length
+      outboxRelayed.publish({ instance: this.#broker.instanceId, published, failed: taken.length - published })
+    }
+    if (pending.length < RELAY_PAGE || !taken.every(Boolean)) return false
+    // Marked before the next read, or that read returns this page again.
+    await this.flushPublished()
+    return true
   }
 
   #scheduleFlush (): void {
@@ -169,7 +173,7 @@ export class OutboxRelay {
     // relayed once older than relayGraceMs, so the delay costs no duplicates.
     setTimeout(() => {
       this.#flushScheduled = false
-      this.flushPublished()
+      void this.flushPublished()
     }, PUBLISHED_FLUSH_MS).unref()
   }
 }

@@ -9,7 +9,7 @@ export interface RetentionOptions {
   /** How often the policy is applied (0: never on its own; `prune()` still works). */
   intervalMs: number
   /** Runs before each prune: what is known to be published must be recorded first. */
-  beforePrune: () => void
+  beforePrune: () => Promise<void>
 }
 
 /**
@@ -23,8 +23,9 @@ export class RetentionPruner {
   readonly #repository: TaskRepository
   readonly #log: Logger
   readonly #policy: Required<RetentionPolicy>
-  readonly #beforePrune: () => void
+  readonly #beforePrune: () => Promise<void>
   readonly #timer: NodeJS.Timeout | undefined
+  #running = false
 
   constructor (options: RetentionOptions) {
     this.#repository = options.repository
@@ -32,19 +33,24 @@ export class RetentionPruner {
     this.#policy = { ...DEFAULT_RETENTION, ...options.policy }
     this.#beforePrune = options.beforePrune
     if (options.intervalMs > 0) {
-      this.#timer = setInterval(() => { this.prune() }, options.intervalMs)
+      this.#timer = setInterval(() => { void this.prune() }, options.intervalMs)
       this.#timer.unref()
     }
   }
 
-  /** Applies the policy now. Never throws: a failure is logged and retried at the next round. */
-  prune (): void {
+  /** Applies the policy now. Never rejects: a failure is logged and retried at the next round. */
+  async prune (): Promise<void> {
+    // A round that outlasts the interval (a slow database) is not joined by the next one.
+    if (this.#running) return
+    this.#running = true
     try {
-      this.#beforePrune()
-      const removed = this.#repository.prune(this.#policy)
+      await this.#beforePrune()
+      const removed = await this.#repository.prune(this.#policy)
       if (removed.events > 0 || removed.mutationIds > 0) this.#log.debug(removed, 'atlas: pruned event log')
     } catch (err) {
       this.#log.warn({ err }, 'atlas: pruning the event log failed; retrying later')
+    } finally {
+      this.#running = false
     }
   }
 

@@ -23,7 +23,7 @@ export interface Readiness {
 declare module 'fastify' {
   interface FastifyInstance {
     /** What the readiness route answers, checked now. */
-    atlasReadiness (): Readiness
+    atlasReadiness (): Promise<Readiness>
     /**
      * Marks the instance as draining: readiness answers `503` from now on, so the load balancer
      * stops sending new sockets here, while everything open is served. Call it on SIGTERM, wait
@@ -45,9 +45,9 @@ const healthPlugin: FastifyPluginAsync<AtlasHealthOptions> = async (fastify, raw
   // Closing (Fastify's preClose, before the sockets get 1001): not ready either.
   fastify.addHook('preClose', async () => { draining = true })
 
-  const readiness = (): Readiness => {
+  const readiness = async (): Promise<Readiness> => {
     const checks = {
-      database: repository.writable(),
+      database: await repository.writable(),
       broker: broker.connected,
       draining,
       overloaded: fastify.hasDecorator('atlasOverloaded') ? fastify.atlasOverloaded() : false
@@ -60,7 +60,7 @@ const healthPlugin: FastifyPluginAsync<AtlasHealthOptions> = async (fastify, raw
   // Probed every few seconds by every balancer: logged only when something is wrong.
   fastify.get(livePath, { logLevel: 'warn' }, async () => ({ live: true }))
   fastify.get(readyPath, { logLevel: 'warn' }, async (_request, reply) => {
-    const state = readiness()
+    const state = await readiness()
     reply.header('cache-control', 'no-store')
     if (!state.ready) reply.code(503).header('retry-after', String(retryAfterSeconds))
     return state

@@ -59,7 +59,7 @@ const hubPlugin: FastifyPluginAsync<AtlasHubOptions> = async (fastify, rawOption
     [kBeforePublish]: beforePublish
   })
   const hub = new Hub({ repository, broker, logger, maxReplayEvents: options.maxReplayEvents, onRecovered: () => { relay.relayAll() } })
-  const retentionPruner = new RetentionPruner({ repository, logger, policy, intervalMs: pruneIntervalMs, beforePrune: () => { relay.flushPublished() } })
+  const retentionPruner = new RetentionPruner({ repository, logger, policy, intervalMs: pruneIntervalMs, beforePrune: async () => { await relay.flushPublished() } })
   fastify.decorate('atlasHub', hub)
   fastify.decorate('atlasOutbox', relay)
   fastify.decorate('atlasRetention', retentionPruner)

@@ -47,7 +47,12 @@ const metricsPlugin: FastifyPluginAsync<AtlasMetricsOptions> = async (fastify, r
   // Read on each scrape: nothing to keep up to date in between.
   new Gauge({ name: `${prefix}connections`, help: 'Open WebSocket connections.', registers, collect () { this.set(connections.connectionCount) } })
   new Gauge({ name: `${prefix}subscriptions`, help: 'Team subscriptions of the open connections (live or replaying).', registers, collect () { this.set(hub.stats.subscriptions) } })
-  new Gauge({ name: `${prefix}outbox_unpublished_events`, help: 'Committed events not yet recorded as published (of every instance sharing the database; what a broker took is recorded within about 100 ms).', registers, collect () { this.set(repository.unpublishedCount()) } })
+  new Gauge({ name: `${prefix}outbox_unpublished_events`, help: 'Committed events not yet recorded as published (of every instance sharing the database; what a broker took is recorded within about 100 ms).', registers,
+    async collect () {
+      // A database that cannot answer leaves the last figure (the readiness says it is down).
+      try { this.set(await repository.unpublishedCount()) } catch {}
+    }
+  })
   new Gauge({ name: `${prefix}broker_connected`, help: '1 while the broker carries messages both ways, else 0.', registers, collect () { this.set(broker.connected ? 1 : 0) } })
 
   const committed = new Counter({ name: `${prefix}events_committed_total`, help: 'Events committed by this instance.', registers })

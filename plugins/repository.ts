@@ -1,24 +1,35 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import { Type } from '@sinclair/typebox'
-import { DATABASE_DEFAULTS, openDatabase } from '../lib/db/open.js'
-import { TaskRepository } from '../lib/repository.js'
+import { DATABASE_DEFAULTS } from '../lib/db/open.js'
+import { openRepository, POSTGRES_DEFAULTS } from '../lib/open-repository.js'
+import type { TaskRepository } from '../lib/repository.js'
+import { OptionError } from '../lib/errors.js'
 import { group, integer, optionsChecker, string, type OptionsOf } from './options.js'
 
 export const AtlasRepositoryOptionsSchema = group({
-  databasePath: string({ description: 'SQLite file (created with its folder if missing; opened in WAL mode), or `\':memory:\'`.' }),
+  databasePath: Type.Optional(string({ description: 'SQLite: the file (created with its folder if missing; opened in WAL mode), or `\':memory:\'`. One host: every process of it shares the file. Give this or `url`.' })),
+  url: Type.Optional(string({
+    pattern: /^postgres(ql)?:\/\//,
+    description: 'PostgreSQL: a connection URL, `postgres://user:password@host:5432/database`. Several hosts share it (README, "Deploying on several hosts"). Give this or `databasePath`.'
+  })),
+  poolSize: Type.Optional(integer({ default: POSTGRES_DEFAULTS.poolSize, description: 'PostgreSQL: connections this process keeps open at most.' })),
+  connectTimeoutMs: Type.Optional(integer({
+    default: POSTGRES_DEFAULTS.connectTimeoutMs,
+    description: 'PostgreSQL: how long start-up waits for the server before failing with `ATLAS_ERR_DATABASE_UNREACHABLE`, and how long a query waits for a connection before failing with 503 `DATABASE_UNAVAILABLE`, in ms.'
+  })),
   busyTimeoutMs: Type.Optional(integer({
     allowZero: true,
     default: DATABASE_DEFAULTS.busyTimeoutMs,
-    description: 'How long a write waits for another process\'s lock before failing, in ms.'
+    description: 'SQLite: how long a write waits for another process\'s lock before failing, in ms.'
   })),
-  migrationsFolder: Type.Optional(string({ defaultText: 'the package\'s `drizzle/`', description: 'Drizzle migrations, applied at start-up.' })),
+  migrationsFolder: Type.Optional(string({ defaultText: 'the package\'s `drizzle/`', description: 'Drizzle migrations, applied at start-up (PostgreSQL: the package\'s `drizzle-pg/`; one host at a time, under an advisory lock).' })),
   checkpointIntervalMs: Type.Optional(integer({
     allowZero: true,
     default: DATABASE_DEFAULTS.checkpointIntervalMs,
-    description: 'How often, in ms, a background thread (its own SQLite connection, `PRAGMA wal_checkpoint(PASSIVE)`) copies the WAL into the database file. The writing connection then never checkpoints, so no commit stalls the event loop copying pages and fsyncing (that stall was the largest cause of p99 latency). If the thread fails, a warning is logged and SQLite\'s own checkpoints take over again. `0`: SQLite checkpoints inside commits, as usual.'
+    description: 'SQLite: how often, in ms, a background thread (its own SQLite connection, `PRAGMA wal_checkpoint(PASSIVE)`) copies the WAL into the database file. The writing connection then never checkpoints, so no commit stalls the event loop copying pages and fsyncing (that stall was the largest cause of p99 latency). If the thread fails, a warning is logged and SQLite\'s own checkpoints take over again. `0`: SQLite checkpoints inside commits, as usual.'
   }))
-}, { $id: 'AtlasRepositoryOptions', description: 'Options of atlasRepository.', example: '{ databasePath: "./atlas.db" }' })
+}, { $id: 'AtlasRepositoryOptions', description: 'Options of atlasRepository.', example: '{ databasePath: "./atlas.db" } or { url: "postgres://atlas@db/atlas" }' })
 
 export type AtlasRepositoryOptions = OptionsOf<typeof AtlasRepositoryOptionsSchema>
 
@@ -34,15 +45,16 @@ const checkOptions = optionsChecker(NAME, AtlasRepositoryOptionsSchema)
 
 const repositoryPlugin: FastifyPluginAsync<AtlasRepositoryOptions> = async (fastify, rawOptions) => {
   const options = checkOptions(rawOptions)
-  const database = openDatabase({
-    path: options.databasePath,
-    busyTimeoutMs: options.busyTimeoutMs,
-    migrationsFolder: options.migrationsFolder,
-    checkpointIntervalMs: options.checkpointIntervalMs,
-    onCheckpointFailure: (err) => { fastify.log.warn({ err }, 'atlas: WAL checkpoint thread failed; SQLite checkpoints on commit again') }
+  if ((options.databasePath === undefined) === (options.url === undefined)) {
+    throw new OptionError(NAME, 'give exactly one of databasePath (SQLite) and url (PostgreSQL)')
+  }
+  const opened = await openRepository({
+    ...options,
+    onCheckpointFailure: (err) => { fastify.log.warn({ err }, 'atlas: WAL checkpoint thread failed; SQLite checkpoints on commit again') },
+    onConnectionError: (err) => { fastify.log.warn({ err }, 'atlas: a PostgreSQL connection failed; queries reconnect') }
   })
-  fastify.decorate('taskRepository', new TaskRepository(database.db))
-  fastify.addHook('onClose', async () => { await database.close() })
+  fastify.decorate('taskRepository', opened.repository)
+  fastify.addHook('onClose', async () => { await opened.close() })
 }
 
 export const atlasRepository = fp(repositoryPlugin, { fastify: '5.x', name: NAME })

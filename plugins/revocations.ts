@@ -42,19 +42,27 @@ const revocationsPlugin: FastifyPluginAsync<AtlasRevocationsOptions> = async (fa
   const broker = fastify.atlasBroker
   const connections = fastify.atlasConnections
   // Sockets open now were authenticated after every revocation already recorded.
-  let applied = repository.lastRevocationId()
+  let applied = await repository.lastRevocationId()
   /** A signal that could not be sent (broker down): sent when the broker is back. */
   let owed = false
 
-  const catchUp = (): void => {
+  /** The reads, one after another: each applies what was recorded after the last applied, in id order. */
+  let reads: Promise<void> = Promise.resolve()
+  const read = async (): Promise<void> => {
     for (;;) {
-      const page = repository.revocationsAfter(applied, PAGE)
+      const page = await repository.revocationsAfter(applied, PAGE)
       for (const { id, userId, teamId } of page) {
         connections.revoke(userId, teamId ?? undefined)
         applied = id
       }
       if (page.length < PAGE) return
     }
+  }
+  const catchUp = async (): Promise<void> => {
+    reads = reads.then(read).catch((err: unknown) => {
+      fastify.log.warn({ err }, 'atlas: reading revocations failed; applied at the next signal')
+    })
+    await reads
   }
   const signal = async (): Promise<void> => {
     try {
@@ -67,9 +75,9 @@ const revocationsPlugin: FastifyPluginAsync<AtlasRevocationsOptions> = async (fa
   }
 
   broker.watchSignals({
-    onSignal: (topic) => { if (topic === TOPIC) catchUp() },
+    onSignal: (topic) => { if (topic === TOPIC) void catchUp() },
     onResubscribed: () => {
-      catchUp()
+      void catchUp()
       if (owed) void signal()
     }
   })
@@ -80,8 +88,8 @@ const revocationsPlugin: FastifyPluginAsync<AtlasRevocationsOptions> = async (fa
       throw new TypeError(`atlasRevoke: userId must be a non-empty string of at most ${MAX_USER_ID_LENGTH} characters`)
     }
     if (teamId !== undefined && !isTeamId(teamId)) throw new TypeError('atlasRevoke: teamId must be a team id')
-    repository.revoke(userId, teamId ?? null)
-    catchUp()
+    await repository.revoke(userId, teamId ?? null)
+    await catchUp()
     // Not awaited: a PUBLISH written just as Redis went away waits in ioredis for its retries
     // (over a minute); the revocation is recorded, and is signalled again when Redis is back.
     void signal()

@@ -89,7 +89,7 @@ const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fast
       schema: { params: TeamParams, querystring: TaskListQuery, response: { 200: TaskListResponse, ...errorSchemas } }
     }, async (request) => {
       const { limit, cursor } = request.query
-      return repository.list(request.params.teamId, { limit: limit === undefined ? pageSize : parseLimit(limit, maxPageSize), cursor })
+      return await repository.list(request.params.teamId, { limit: limit === undefined ? pageSize : parseLimit(limit, maxPageSize), cursor })
     })
 
     app.post('/teams/:teamId/tasks', {
@@ -97,7 +97,7 @@ const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fast
       preHandler,
       schema: { params: TeamParams, body: TaskCreateBody, headers: mutationHeaders, response: { 200: TaskSchema, 201: TaskSchema, ...errorSchemas, 409: ErrorResponse } }
     }, async (request, reply) => {
-      const result = repository.create(request.params.teamId, request.body, mutationContext(request))
+      const result = await repository.create(request.params.teamId, request.body, mutationContext(request))
       const path = request.url.split('?', 1)[0]
       return sendTask(reply.code(result.replayed ? 200 : 201).header('location', `${path}/${result.task.id}`), result)
     })
@@ -105,7 +105,7 @@ const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fast
     app.get('/teams/:teamId/tasks/:taskId', {
       schema: { params: TaskParams, response: { 200: TaskSchema, ...errorSchemas } }
     }, async (request, reply) => {
-      const task = repository.get(request.params.teamId, request.params.taskId)
+      const task = await repository.get(request.params.teamId, request.params.taskId)
       if (task === undefined) throw new TaskNotFoundError(request.params.taskId)
       return reply.header('etag', etagOf(task)).send(task)
     })
@@ -116,7 +116,7 @@ const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fast
       schema: { params: TaskParams, body: TaskPatchBody, headers: mutationHeaders, response: { 200: TaskSchema, ...errorSchemas, 409: ErrorResponse, 412: ErrorResponse } }
     }, async (request, reply) => {
       const { teamId, taskId } = request.params
-      return sendTask(reply, repository.update(teamId, taskId, request.body, mutationContext(request)))
+      return sendTask(reply, await repository.update(teamId, taskId, request.body, mutationContext(request)))
     })
 
     app.delete('/teams/:teamId/tasks/:taskId', {
@@ -124,7 +124,7 @@ const taskRoutesPlugin: FastifyPluginAsync<AtlasTaskRoutesOptions> = async (fast
       schema: { params: TaskParams, headers: mutationHeaders, response: { 204: Type.Null(), ...errorSchemas, 409: ErrorResponse, 412: ErrorResponse } }
     }, async (request, reply) => {
       const { teamId, taskId } = request.params
-      const result = repository.delete(teamId, taskId, mutationContext(request))
+      const result = await repository.delete(teamId, taskId, mutationContext(request))
       if (result.replayed) reply.header('idempotency-replayed', 'true')
       return reply.code(204).send(null)
     })

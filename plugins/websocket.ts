@@ -125,7 +125,7 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
       }
       // Revocations recorded from here on, while the credential is checked, reach this socket
       // when it is accepted: atlasRevocations applies them only to sockets already open.
-      const revocationMark = fastify.taskRepository.lastRevocationId()
+      const revocationMark = await fastify.taskRepository.lastRevocationId()
       const resolved = await fastify.atlasResolvePrincipal(request)
       // A browser sees a refused upgrade only as 1006: a client that speaks the protocol gets
       // the refusal as a close code after the handshake, so it can stop retrying a bad credential.
@@ -170,11 +170,17 @@ const websocketPlugin: FastifyPluginAsync<AtlasWebSocketOptions> = async (fastif
     if (principal === null || query === undefined) return socket.terminate()
     const connection = realtime.accept(socket, principal, query.teams ?? principal.teams, query.since, request.ip)
     if (connection === undefined) return
-    for (const { userId, teamId } of fastify.taskRepository.revocationsAfter(query.revocationMark, REVOCATIONS_READ)) {
-      if (userId !== principal.userId) continue
-      if (teamId === null) connection.close(CloseCode.REVOKED, 'revoked')
-      else connection.revokeTeam(teamId)
-    }
+    fastify.taskRepository.revocationsAfter(query.revocationMark, REVOCATIONS_READ).then((revoked) => {
+      for (const { userId, teamId } of revoked) {
+        if (userId !== principal.userId) continue
+        if (teamId === null) connection.close(CloseCode.REVOKED, 'revoked')
+        else connection.revokeTeam(teamId)
+      }
+    }, (err: unknown) => {
+      // Unknown whether this credential was revoked meanwhile: the client comes back later.
+      fastify.log.warn({ err }, 'atlas: reading revocations failed; connection closed')
+      connection.close(CloseCode.TRY_AGAIN_LATER, 'try again later')
+    })
   })
 }
 

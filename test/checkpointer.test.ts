@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { openDatabase } from '../lib/db/open.js'
 import { WalCheckpointer, type CheckpointResult } from '../lib/db/checkpointer.js'
-import { TaskRepository } from '../lib/repository.js'
+import { SqliteTaskRepository } from '../lib/sqlite-repository.js'
 
 const alice = { actor: 'alice' }
 
@@ -16,9 +16,9 @@ t.test('the writing connection never checkpoints; the background thread copies t
 
   // 1,500 commits write far more than SQLite's 1,000-page automatic threshold: with automatic
   // checkpoints on this connection, the database file would have grown by now.
-  const repository = new TaskRepository(database.db)
+  const repository = new SqliteTaskRepository(database.db)
   const sizeBefore = statSync(path).size
-  for (let i = 0; i < 1500; i++) repository.create(`team-${i % 10}`, { title: `task ${i}` }, alice)
+  for (let i = 0; i < 1500; i++) await repository.create(`team-${i % 10}`, { title: `task ${i}` }, alice)
   t.equal(statSync(path).size, sizeBefore, 'nothing was copied into the database file by the commits')
 
   const keepAlive = setInterval(() => {}, 1000)
@@ -37,7 +37,7 @@ t.test('the writing connection never checkpoints; the background thread copies t
   await copied
   t.ok(results[results.length - 1].log > 1000, `the WAL held every commit's pages (${results[results.length - 1].log} frames)`)
   t.ok(statSync(path).size > sizeBefore, 'the pages are now in the database file')
-  t.equal(repository.list('team-3').tasks.length, 150, 'and reads see every task')
+  t.equal((await repository.list('team-3')).tasks.length, 150, 'and reads see every task')
 })
 
 t.test('by default a file database gets the checkpoint thread; an in-memory one has no WAL and none', async (t) => {
@@ -86,7 +86,7 @@ t.test('the compiled checkpointer starts its thread from dist/, as the example s
   const path = join(t.testdir(), 'atlas.db')
   const database = openDatabase({ path, checkpointIntervalMs: 0 })
   t.teardown(async () => { await database.close() })
-  new TaskRepository(database.db).create('team-1', { title: 'one' }, alice)
+  new SqliteTaskRepository(database.db).create('team-1', { title: 'one' }, alice)
   const keepAlive = setInterval(() => {}, 1000)
   t.teardown(() => { clearInterval(keepAlive) })
   const result = await new Promise<CheckpointResult | Error>((resolve) => {

@@ -18,11 +18,11 @@ async function startAtlas (t: Test, routes?: AtlasRealtimeOptions['routes']) {
     routes
   })
   app.post<{ Params: { teamId: string }, Body: { title: string } }>('/legacy/teams/:teamId/tasks', async (request, reply) => {
-    const { task } = app.taskRepository.create(request.params.teamId, { title: request.body.title }, { actor: 'legacy-api' })
+    const { task } = await app.taskRepository.create(request.params.teamId, { title: request.body.title }, { actor: 'legacy-api' })
     return await reply.code(201).send(task)
   })
   app.post<{ Params: { teamId: string, taskId: string } }>('/legacy/teams/:teamId/tasks/:taskId/finish', async (request) =>
-    app.taskRepository.update(request.params.teamId, request.params.taskId, { status: 'done' }, { actor: 'legacy-api' }).task)
+    (await app.taskRepository.update(request.params.teamId, request.params.taskId, { status: 'done' }, { actor: 'legacy-api' })).task)
   const instance = await listenInstance(t, app)
   const alice = await tokenFor('alice', ['red'])
   const client = await connectClient(t, instance, alice)
@@ -49,11 +49,11 @@ t.test('routes: false registers no task routes, and repository mutations still b
     t.equal(response.status, 404, `${method} /teams/red/tasks is not a route`)
     t.equal(response.body.message, `Route ${method}:/teams/red/tasks not found`)
   }
-  t.equal(instance.app.taskRepository.headSeq('red'), 0)
+  t.equal(await instance.app.taskRepository.headSeq('red'), 0)
 
   const created = await api(instance.baseUrl, 'POST', '/legacy/teams/red/tasks', { body: { title: 'still live' } })
   t.equal(created.status, 201)
-  const direct = instance.app.taskRepository.create('red', { title: 'from a job' }, { actor: 'cron' }).task
+  const direct = (await instance.app.taskRepository.create('red', { title: 'from a job' }, { actor: 'cron' })).task
   await client.waitFor('two events', () => client.events.length === 2)
   await pingPong(client)
   t.match(client.events, [{ seq: 1, task: created.body }, { seq: 2, actor: 'cron', task: direct }])

@@ -40,7 +40,7 @@ t.test(`${CLIENTS} clients of a team each get all ${MUTATIONS} events of a burst
   await Promise.all(reds.map(allArrived))
   t.same(reds.map((c) => seqsOf(c.events, 'red')), Array(CLIENTS).fill(seqRange(1, MUTATIONS)), 'every client: seq 1..100, once each, in order')
   t.same(reds.map((c) => c.events.length), Array(CLIENTS).fill(MUTATIONS), 'no event of another team')
-  const stored = instance.app.taskRepository.eventsAfter('red', 0, 1000).map((e) => JSON.parse(e.payload))
+  const stored = (await instance.app.taskRepository.eventsAfter('red', 0, 1000)).map((e) => JSON.parse(e.payload))
   t.same(reds[CLIENTS - 1].events, stored, 'what arrived is the stored event log, byte for byte in meaning')
 
   const blueCreated = await api(instance.baseUrl, 'POST', '/teams/blue/tasks', { token: carol, body: { title: 'blue task' } })

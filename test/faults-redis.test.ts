@@ -8,7 +8,7 @@ import Database from 'better-sqlite3'
 import { Redis } from 'ioredis'
 import { openDatabase } from '../lib/db/open.js'
 import { kBeforePublish } from '../lib/outbox-relay.js'
-import { TaskRepository } from '../lib/repository.js'
+import { SqliteTaskRepository } from '../lib/sqlite-repository.js'
 import type { LoggedEvent } from '../lib/types.js'
 import { api, connectClient, seqRange, seqReport, startInstance, tokenFor, waitUntil, type Instance } from './helpers/app.js'
 import { startChildInstance } from './helpers/child-instance.js'
@@ -196,8 +196,8 @@ t.test('reconnect catch-up: after Redis returns, a stream catches up from the lo
   // is down). It has no hub: its events exist only in SQLite.
   const other = openDatabase({ path: databasePath })
   t.teardown(() => { other.close() })
-  const writer = new TaskRepository(other.db)
-  for (const title of ['while down 1', 'while down 2', 'while down 3']) writer.create('red', { title }, { actor: 'carol' })
+  const writer = new SqliteTaskRepository(other.db)
+  for (const title of ['while down 1', 'while down 2', 'while down 3']) await writer.create('red', { title }, { actor: 'carol' })
   await pingPong(client)
   t.same(seqsOf(client.events, 'red'), [1], 'nothing reached A while Redis was down')
 
@@ -251,9 +251,9 @@ t.test('an outbox larger than one relay page while Redis is down: the instance s
   await redis.kill()
   const other = openDatabase({ path: databasePath })
   t.teardown(() => { other.close() })
-  const writer = new TaskRepository(other.db)
+  const writer = new SqliteTaskRepository(other.db)
   const total = 1500
-  for (let i = 0; i < total; i++) writer.create('red', { title: `offline ${i}` }, { actor: 'carol' })
+  for (let i = 0; i < total; i++) await writer.create('red', { title: `offline ${i}` }, { actor: 'carol' })
   t.equal(db.unpublished(), total)
   // Two relay rounds over the whole outbox, all refused by the dead Redis.
   await waitUntil('the outbox relayed (and refused) twice', async () => await attempts() >= 2 * total, 20_000)

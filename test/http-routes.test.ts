@@ -19,13 +19,13 @@ async function setup (t: Test) {
   const task = created.body as Task
   const repository = instance.app.taskRepository
   /** Tasks, list seq and event log of both teams: what a refused request must leave as it was. */
-  const stored = (): unknown => ['red', 'blue'].map((team) => ({ list: repository.list(team), log: repository.eventsAfter(team, 0, 10_000) }))
+  const stored = async (): Promise<unknown> => await Promise.all(['red', 'blue'].map(async (team) => ({ list: await repository.list(team), log: await repository.eventsAfter(team, 0, 10_000) })))
   return { instance, alice, call, task, taskPath: `/teams/red/tasks/${task.id}`, repository, stored }
 }
 
 t.test('401 without a token, with a garbage one or one signed by another secret, on every route', async (t) => {
   const { call, taskPath, stored } = await setup(t)
-  const before = stored()
+  const before = await stored()
   const foreign = await signToken('some-other-secret', 'alice', ['red'])
   const routes: Array<[string, string, unknown?]> = [
     ['GET', '/teams/red/tasks'],
@@ -42,12 +42,12 @@ t.test('401 without a token, with a garbage one or one signed by another secret,
       t.equal(response.headers.get('www-authenticate'), 'Bearer')
     }
   }
-  t.same(stored(), before)
+  t.same(await stored(), before)
 })
 
 t.test("403 for a team outside the principal, checked before the body is validated", async (t) => {
   const { call, task, stored } = await setup(t)
-  const before = stored()
+  const before = await stored()
   const cases: Array<[string, string, unknown?]> = [
     ['GET', '/teams/blue/tasks'],
     ['POST', '/teams/blue/tasks', { title: 'x' }],
@@ -62,12 +62,12 @@ t.test("403 for a team outside the principal, checked before the body is validat
     t.equal(response.status, 403, `${method} ${path} ${JSON.stringify(body) ?? ''}`)
     t.equal(response.body.code, 'FORBIDDEN_TEAM')
   }
-  t.same(stored(), before)
+  t.same(await stored(), before)
 })
 
 t.test('404 for an unknown task, and for a task asked for under another team', async (t) => {
   const { call, instance, task, stored } = await setup(t)
-  const before = stored()
+  const before = await stored()
   for (const method of ['GET', 'PATCH', 'DELETE']) {
     const response = await call(method, `/teams/red/tasks/${UNKNOWN_ID}`, { body: method === 'PATCH' ? { title: 'x' } : undefined })
     t.equal(response.status, 404, method)
@@ -76,7 +76,7 @@ t.test('404 for an unknown task, and for a task asked for under another team', a
   const dave = await tokenFor('dave', ['red', 'blue'])
   const crossTeam = await api(instance.baseUrl, 'PATCH', `/teams/blue/tasks/${task.id}`, { token: dave, body: { title: 'x' } })
   t.equal(crossTeam.status, 404, 'a red task is not reachable through /teams/blue')
-  t.same(stored(), before)
+  t.same(await stored(), before)
 })
 
 t.test('GET, POST and PATCH answer with the task version as ETag', async (t) => {
@@ -96,7 +96,7 @@ t.test('GET, POST and PATCH answer with the task version as ETag', async (t) => 
 t.test('a stale If-Match gets 412 with the current task, and changes nothing', async (t) => {
   const { call, taskPath, stored } = await setup(t)
   const current = (await call('PATCH', taskPath, { body: { title: 'second version' } })).body as Task
-  const before = stored()
+  const before = await stored()
   for (const [method, body] of [['PATCH', { title: 'lost update' }], ['DELETE', undefined]] as const) {
     const response = await call(method, taskPath, { body, headers: { 'if-match': '"1"' } })
     t.equal(response.status, 412, method)
@@ -104,7 +104,7 @@ t.test('a stale If-Match gets 412 with the current task, and changes nothing', a
     t.same(response.body.task, current, 'the body carries the current task to rebase on')
     t.equal(response.headers.get('etag'), '"2"')
   }
-  t.same(stored(), before)
+  t.same(await stored(), before)
 })
 
 t.test('If-Match with the current version succeeds', async (t) => {
@@ -114,7 +114,7 @@ t.test('If-Match with the current version succeeds', async (t) => {
   t.equal(patched.body.title, 'renamed')
   const deleted = await call('DELETE', taskPath, { headers: { 'if-match': patched.headers.get('etag') ?? '' } })
   t.equal(deleted.status, 204)
-  t.same(repository.list('red'), { tasks: [], seq: 3, nextCursor: null })
+  t.same(await repository.list('red'), { tasks: [], seq: 3, nextCursor: null })
 })
 
 t.test('invalid requests get a clear error and leave tasks and event log unchanged', async (t) => {
@@ -139,11 +139,11 @@ t.test('invalid requests get a clear error and leave tasks and event log unchang
     { name: 'PATCH: wrong content-type', method: 'PATCH', body: '{"title":"x"}', headers: { 'content-type': 'text/plain' }, status: 415, message: /application\/json/ }
   ]
   for (const { name, method = 'POST', body, headers, status = 400, message } of cases) {
-    const before = stored()
+    const before = await stored()
     const response = await call(method, method === 'POST' ? '/teams/red/tasks' : taskPath, { body, headers })
     t.equal(response.status, status, `${name}: status`)
     t.match(response.body?.message, message, `${name}: message`)
-    t.same(stored(), before, `${name}: nothing stored`)
+    t.same(await stored(), before, `${name}: nothing stored`)
   }
 })
 
@@ -156,7 +156,7 @@ t.test('two concurrent PATCHes of different fields both survive', async (t) => {
   t.same([a.status, b.status], [200, 200])
   const final = await call('GET', taskPath)
   t.match(final.body, { title: 'renamed', status: 'done', version: 3 })
-  const changes = repository.eventsAfter('red', 1, 100).map((e) => JSON.parse(e.payload).changes)
+  const changes = (await repository.eventsAfter('red', 1, 100)).map((e) => JSON.parse(e.payload).changes)
   t.same(changes.sort(), [['status'], ['title']])
 })
 

@@ -4,7 +4,7 @@ import type { Broker, BrokerHandlers } from '../lib/broker.js'
 import { Hub } from '../lib/hub.js'
 import { silentLogger } from '../lib/logger.js'
 import { OutboxRelay } from '../lib/outbox-relay.js'
-import { TaskRepository } from '../lib/repository.js'
+import { SqliteTaskRepository } from '../lib/sqlite-repository.js'
 import type { LoggedEvent } from '../lib/types.js'
 
 /**
@@ -50,9 +50,9 @@ t.test('a relay asked for while one is still running runs when it ends, so nothi
   t.teardown(async () => { await database.close() })
   // Its clock runs a minute ahead (another machine's, or simply this same millisecond): the
   // start-up relay must take every unpublished event, not only those older than "now".
-  const repository = new TaskRepository(database.db, { now: () => Date.now() + 60_000 })
+  const repository = new SqliteTaskRepository(database.db, { now: () => Date.now() + 60_000 })
   // Committed by a process that died before publishing.
-  repository.create('red', { title: 'left unpublished' }, { actor: 'carol' })
+  await repository.create('red', { title: 'left unpublished' }, { actor: 'carol' })
   const broker = new GatedBroker()
   const relay = new OutboxRelay({ repository, broker, logger: silentLogger, relayIntervalMs: 0, relayGraceMs: 1000 })
   t.teardown(async () => { await relay.close(0) })
@@ -62,7 +62,7 @@ t.test('a relay asked for while one is still running runs when it ends, so nothi
 
   await broker.calledTimes(1)
   t.equal(broker.calls[0].event.seq, 1, 'the start-up relay publishes seq 1, and it hangs')
-  repository.create('red', { title: 'while the broker is down' }, { actor: 'alice' })
+  await repository.create('red', { title: 'while the broker is down' }, { actor: 'alice' })
   await broker.calledTimes(2)
   t.equal(broker.calls[1].event.seq, 2)
   broker.calls[1].settle(false)
@@ -75,5 +75,5 @@ t.test('a relay asked for while one is still running runs when it ends, so nothi
   t.ok(relayed.includes(2), `the relay asked for meanwhile publishes seq 2 (relayed ${relayed.join(',')})`)
   for (const call of broker.calls.slice(2)) call.settle(true)
   await relay.close(5000)
-  t.same(repository.unpublished(Date.now() + 1, 10), [], 'the outbox is empty once both are published')
+  t.same(await repository.unpublished(Date.now() + 1, 10), [], 'the outbox is empty once both are published')
 })

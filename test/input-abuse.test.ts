@@ -17,7 +17,7 @@ t.test('strings with lone surrogates are refused with 400 in every field; nothin
   t.equal(created.status, 201)
   const task = created.body as Task
   await client.waitFor('the first event', () => client.events.length === 1)
-  const before = instance.app.taskRepository.list('red')
+  const before = await instance.app.taskRepository.list('red')
 
   // JSON.stringify writes lone surrogates as \ud800 escapes: exactly what an attacker sends.
   // (100 lone surrogates: within every field's length limit, so only the new check can refuse it.)
@@ -35,7 +35,7 @@ t.test('strings with lone surrogates are refused with 400 in every field; nothin
       t.equal(response.body.code, 'INVALID_TASK')
     }
   }
-  t.same(instance.app.taskRepository.list('red'), before, 'nothing stored, no seq taken')
+  t.same(await instance.app.taskRepository.list('red'), before, 'nothing stored, no seq taken')
 
   // A well-formed astral character (a surrogate pair) is fine and round-trips unchanged.
   const emoji = 'ship it 🚀 𝄞'
@@ -55,10 +55,10 @@ t.test('strings with lone surrogates are refused with 400 in every field; nothin
 t.test('the repository refuses lone surrogates for an integrator\'s own routes too', async (t) => {
   const instance = await startInstance(t, { databasePath: join(t.testdir(), 'atlas.db') })
   const repository = instance.app.taskRepository
-  t.throws(() => repository.create('red', { title: 'x\ud800y' }, { actor: 'alice' }), { code: 'INVALID_TASK', statusCode: 400 })
-  const { task } = repository.create('red', { title: 'ok' }, { actor: 'alice' })
-  t.throws(() => repository.update('red', task.id, { description: '\udfff' }, { actor: 'alice' }), { code: 'INVALID_TASK' })
-  t.equal(repository.headSeq('red'), 1)
+  await t.rejects(repository.create('red', { title: 'x\ud800y' }, { actor: 'alice' }), { code: 'INVALID_TASK', statusCode: 400 })
+  const { task } = await repository.create('red', { title: 'ok' }, { actor: 'alice' })
+  await t.rejects(repository.update('red', task.id, { description: '\udfff' }, { actor: 'alice' }), { code: 'INVALID_TASK' })
+  t.equal(await repository.headSeq('red'), 1)
 })
 
 async function upgradeStatus (client: TestClient): Promise<number | undefined> {

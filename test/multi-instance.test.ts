@@ -54,9 +54,9 @@ t.test('with mutations interleaved across both instances, clients on both get th
   await allReach(clients, 'red', total)
   t.same(clients.map((c) => seqsOf(c.events, 'red')), Array(clients.length).fill(seqRange(1, total)))
   t.same(clients.map((c) => c.events), Array(clients.length).fill(clients[0].events), 'identical events everywhere')
-  const stored = one.app.taskRepository.eventsAfter('red', 0, 1000).map((e) => JSON.parse(e.payload))
+  const stored = (await one.app.taskRepository.eventsAfter('red', 0, 1000)).map((e) => JSON.parse(e.payload))
   t.same(clients[0].events, stored, 'they are the shared event log')
-  t.same(two.app.taskRepository.list('red').seq, total)
+  t.same((await two.app.taskRepository.list('red')).seq, total)
 })
 
 t.test("neither instance delivers one team's events to another team's client", async (t) => {

@@ -154,7 +154,7 @@ t.test('overloaded: new upgrades and mutations get 503 with Retry-After; reads a
   t.equal(outcome.get.status, 200, 'reads are served')
   t.equal(outcome.upgradeStatus, 503, 'a new socket is refused')
   // The open socket keeps its events (a change made in-process, as an integrator's job would).
-  instance.app.taskRepository.create('red', { title: 'during overload' }, { actor: 'system' })
+  await instance.app.taskRepository.create('red', { title: 'during overload' }, { actor: 'system' })
   await open.waitFor('the event', () => open.events.length === 1)
   t.equal((await api(instance.baseUrl, 'GET', '/teams/red/tasks', { token: alice })).body.tasks.length, 1, 'the refused POST stored nothing')
   // A refused upgrade's socket was closed: the instance closes at once.

@@ -227,7 +227,7 @@ t.test('atlasOps on the in-process broker: each instance lists every instance\'s
   await waitUntil('each lists both', () => ids(a).join() === 'instance-a,instance-b' && ids(b).join() === 'instance-b,instance-a', 5000)
 
   // A committed event shows on its instance's sample as committed per second, on both lists.
-  a.taskRepository.create('red', { title: 'counted' }, { actor: 'alice' })
+  await a.taskRepository.create('red', { title: 'counted' }, { actor: 'alice' })
   await waitUntil('b sees a\'s commit rate', () => (b.atlasOpsStats().instances.find((s) => s.instance === 'instance-a')?.committedPerSecond ?? 0) > 0, 5000)
 
   // Anyone on the bus can send samples: the malformed are dropped, the well-formed are shown

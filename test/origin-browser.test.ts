@@ -40,7 +40,7 @@ async function startApi (t: Test, allowedOrigins?: string[]): Promise<Instance> 
   })
   app.get('/login', async (_request, reply) => await reply.header('set-cookie', 'session=s-alice; Path=/; HttpOnly').type('text/html').send('<p>signed in</p>'))
   app.get('/', async (_request, reply) => await reply.type('text/html').send(probePage(undefined)))
-  app.post('/make-event', async () => app.taskRepository.create('red', { title: 'secret plan' }, { actor: 'alice' }).task)
+  app.post('/make-event', async () => (await app.taskRepository.create('red', { title: 'secret plan' }, { actor: 'alice' })).task)
   return await listenInstance(t, app)
 }
 

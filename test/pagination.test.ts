@@ -2,7 +2,7 @@ import t from 'tap'
 import Fastify from 'fastify'
 import { join } from 'node:path'
 import { openDatabase } from '../lib/db/open.js'
-import { TaskRepository } from '../lib/repository.js'
+import { SqliteTaskRepository } from '../lib/sqlite-repository.js'
 import type { Task, TaskEvent } from '../protocol/schemas.js'
 import { atlasRealtime } from '../plugins/index.js'
 import { api, startInstance, tokenFor, type Instance } from './helpers/app.js'
@@ -87,7 +87,7 @@ t.test('inserts and deletes between pages: no task twice, none skipped, events a
 
   // The documented client procedure: the pages, then the events after the FIRST page's seq.
   const tasks = new Map(seen.map((task) => [task.id, task]))
-  const events = instance.app.taskRepository.eventsAfter('red', first.seq, 1000).map((e) => JSON.parse(e.payload) as TaskEvent)
+  const events = (await instance.app.taskRepository.eventsAfter('red', first.seq, 1000)).map((e) => JSON.parse(e.payload) as TaskEvent)
   t.same(events.map((e) => e.seq), [10, 11, 12, 13])
   for (const event of events) {
     if (event.type === 'task.deleted') tasks.delete(event.taskId)
@@ -100,18 +100,20 @@ t.test('inserts and deletes between pages: no task twice, none skipped, events a
 t.test('tasks created in the same millisecond page by id, without loss', async (t) => {
   const database = openDatabase({ path: join(t.testdir(), 'atlas.db') })
   t.teardown(async () => { await database.close() })
-  const repository = new TaskRepository(database.db, { now: () => 1_800_000_000_000 })
-  const ids = Array.from({ length: 7 }, (_, i) => repository.create('red', { title: `t${i}` }, { actor: 'alice' }).task.id).sort()
+  const repository = new SqliteTaskRepository(database.db, { now: () => 1_800_000_000_000 })
+  const ids: string[] = []
+  for (let i = 0; i < 7; i++) ids.push((await repository.create('red', { title: `t${i}` }, { actor: 'alice' })).task.id)
+  ids.sort()
   const seen: string[] = []
   let cursor: string | undefined
   for (;;) {
-    const p = repository.list('red', { limit: 2, cursor })
+    const p = await repository.list('red', { limit: 2, cursor })
     seen.push(...p.tasks.map((task) => task.id))
     if (p.nextCursor === null) break
     cursor = p.nextCursor
   }
   t.same(seen, ids)
-  t.equal(repository.list('blue', { limit: 2 }).nextCursor, null, 'an empty team is one empty page')
+  t.equal((await repository.list('blue', { limit: 2 })).nextCursor, null, 'an empty team is one empty page')
 })
 
 t.test('a bad cursor is 400 INVALID_CURSOR; a bad limit is 400 INVALID_LIMIT; the default page size applies', async (t) => {
@@ -146,7 +148,7 @@ t.test('a bad cursor is 400 INVALID_CURSOR; a bad limit is 400 INVALID_LIMIT; th
 
 t.test('the default page is 500 tasks, and page options are checked at registration', async (t) => {
   const { instance, page } = await setup(t)
-  for (let i = 0; i < 501; i++) instance.app.taskRepository.create('red', { title: `t${i}` }, { actor: 'alice' })
+  for (let i = 0; i < 501; i++) await instance.app.taskRepository.create('red', { title: `t${i}` }, { actor: 'alice' })
   const first = (await page()).body as Page
   t.equal(first.tasks.length, 500)
   t.equal((await page(`?cursor=${first.nextCursor as string}`)).body.tasks.length, 1)

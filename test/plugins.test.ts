@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import {
   atlasAuth, atlasBroker, atlasHub, atlasRealtime, atlasRepository, atlasTaskRoutes, atlasWebSocket,
-  Hub, MemoryBroker, MemoryBus, OutboxRelay, RealtimeServer, RedisBroker, RetentionPruner, TaskRepository, type AtlasRealtimeOptions
+  Hub, MemoryBroker, MemoryBus, OutboxRelay, RealtimeServer, RedisBroker, RetentionPruner, SqliteTaskRepository, type AtlasRealtimeOptions
 } from '../plugins/index.js'
 import { startRedis } from './helpers/redis.js'
 
@@ -106,7 +106,7 @@ t.test('the plugins registered one by one compose into a working suite', async (
   await app.register(atlasTaskRoutes, { prefix: '/api' })
   const created = await app.inject({ method: 'POST', url: '/api/teams/red/tasks', payload: { title: 'composed' } })
   t.equal(created.statusCode, 201)
-  t.same(app.taskRepository.list('red').tasks.map((task) => task.title), ['composed'])
+  t.same((await app.taskRepository.list('red')).tasks.map((task) => task.title), ['composed'])
   t.ok(app.hasRoute({ method: 'GET', url: '/live' }), 'the WebSocket route is at the configured path')
 })
 
@@ -120,7 +120,7 @@ t.test('an integrator who registered @fastify/websocket already gets it reused, 
 
 t.test('the umbrella decorates the instance with the repository, broker, hub, outbox, retention and connections', async (t) => {
   const app = await readySuite(t)
-  t.type(app.taskRepository, TaskRepository)
+  t.type(app.taskRepository, SqliteTaskRepository)
   t.type(app.atlasBroker, MemoryBroker)
   t.type(app.atlasHub, Hub)
   t.type(app.atlasOutbox, OutboxRelay)
@@ -138,10 +138,10 @@ t.test('the umbrella decorates the instance with the repository, broker, hub, ou
 t.test('closing the app closes the database', async (t) => {
   const app = await readySuite(t)
   const repository = app.taskRepository
-  repository.create('red', { title: 'before close' }, { actor: 'alice' })
+  await repository.create('red', { title: 'before close' }, { actor: 'alice' })
   await app.close()
-  t.throws(() => repository.list('red'), { message: /database connection is not open/ })
-  t.throws(() => repository.create('red', { title: 'after close' }, { actor: 'alice' }), { message: /database connection is not open/ })
+  await t.rejects(repository.list('red'), { message: /database connection is not open/ })
+  await t.rejects(repository.create('red', { title: 'after close' }, { actor: 'alice' }), { message: /database connection is not open/ })
 })
 
 /** Runs test/helpers/plugins-close-child.ts in its own process, with the TypeScript loader tap gave this one. */

@@ -39,7 +39,7 @@ t.test('mutations per user: 429 RATE_LIMITED with the standard headers past the 
   t.equal((await api(instance.baseUrl, 'PATCH', `/teams/red/tasks/${made[0].id}`, { token: alice, body: { title: 'y' } })).status, 200)
   t.equal((await api(instance.baseUrl, 'DELETE', `/teams/red/tasks/${made[1].id}`, { token: alice })).status, 204)
   await watcher.waitFor('5 events', () => watcher.events.length === 5)
-  const before = instance.app.taskRepository.list('red')
+  const before = await instance.app.taskRepository.list('red')
 
   const refused = [
     await post(alice),
@@ -51,7 +51,7 @@ t.test('mutations per user: 429 RATE_LIMITED with the standard headers past the 
     t.match(response.body, { statusCode: 429, code: 'RATE_LIMITED', error: 'Too Many Requests', message: /at most 5 per 60 s; retry in \d+ s/ })
     expectRateHeaders(t, response, 5)
   }
-  t.same(instance.app.taskRepository.list('red'), before, 'nothing stored')
+  t.same(await instance.app.taskRepository.list('red'), before, 'nothing stored')
   t.equal((await api(instance.baseUrl, 'GET', '/teams/red/tasks', { token: alice })).status, 200, 'reads are not limited')
 
   // Another user is not affected; its event is the next one, so no refused request made one.

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { defaultMigrationsFolder, openDatabase, type OpenedDatabase } from '../lib/db/open.js'
 import { InvalidTaskError, PreconditionFailedError, TaskNotFoundError } from '../lib/errors.js'
-import { TaskRepository } from '../lib/repository.js'
+import { SqliteTaskRepository } from '../lib/sqlite-repository.js'
+import type { TaskRepository } from '../lib/repository.js'
 import type { LoggedEvent } from '../lib/types.js'
 
 const alice = { actor: 'alice' }
@@ -13,22 +14,22 @@ function openRepository (t: Test, options: { path?: string, now?: () => number }
   const path = options.path ?? join(t.testdir(), 'atlas.db')
   const database = openDatabase({ path })
   t.teardown(async () => { await database.close() })
-  return { repository: new TaskRepository(database.db, { now: options.now }), database, path }
+  return { repository: new SqliteTaskRepository(database.db, { now: options.now }), database, path }
 }
 
 /** A team's whole event log, parsed. */
-function eventsOf (repository: TaskRepository, teamId: string): any[] {
-  return repository.eventsAfter(teamId, 0, 10_000).map((e) => JSON.parse(e.payload))
+async function eventsOf (repository: TaskRepository, teamId: string): Promise<any[]> {
+  return (await repository.eventsAfter(teamId, 0, 10_000)).map((e) => JSON.parse(e.payload))
 }
 
 /** Everything stored for the given teams: tasks, list seq and raw event log. */
-function stored (repository: TaskRepository, teams = ['red', 'blue']): unknown {
-  return teams.map((team) => ({ list: repository.list(team), log: repository.eventsAfter(team, 0, 10_000) }))
+async function stored (repository: TaskRepository, teams = ['red', 'blue']): Promise<unknown> {
+  return await Promise.all(teams.map(async (team) => ({ list: await repository.list(team), log: await repository.eventsAfter(team, 0, 10_000) })))
 }
 
-function thrown (fn: () => unknown): unknown {
+async function thrown (fn: () => unknown): Promise<unknown> {
   try {
-    fn()
+    await fn()
   } catch (err) {
     return err
   }
@@ -37,26 +38,26 @@ function thrown (fn: () => unknown): unknown {
 
 t.test('create, update and delete each append exactly one event; seq runs 1, 2, 3 per team with no gaps', async (t) => {
   const { repository } = openRepository(t)
-  const red = repository.create('red', { title: 'a' }, alice).task
-  const blue = repository.create('blue', { title: 'b' }, alice).task
-  repository.update('red', red.id, { status: 'done' }, alice)
-  repository.update('blue', blue.id, { title: 'b2' }, alice)
-  repository.delete('red', red.id, alice)
-  repository.create('red', { title: 'c' }, alice)
+  const red = (await repository.create('red', { title: 'a' }, alice)).task
+  const blue = (await repository.create('blue', { title: 'b' }, alice)).task
+  await repository.update('red', red.id, { status: 'done' }, alice)
+  await repository.update('blue', blue.id, { title: 'b2' }, alice)
+  await repository.delete('red', red.id, alice)
+  await repository.create('red', { title: 'c' }, alice)
 
-  t.same(eventsOf(repository, 'red').map((e) => [e.seq, e.type]), [[1, 'task.created'], [2, 'task.updated'], [3, 'task.deleted'], [4, 'task.created']])
-  t.same(eventsOf(repository, 'blue').map((e) => [e.seq, e.type]), [[1, 'task.created'], [2, 'task.updated']])
-  t.same(repository.eventsAfter('red', 0, 100).map((e) => e.seq), eventsOf(repository, 'red').map((e) => e.seq), 'log seq column matches the payload')
-  t.equal(repository.headSeq('red'), 4)
-  t.equal(repository.headSeq('blue'), 2)
-  t.equal(repository.headSeq('green'), 0)
+  t.same((await eventsOf(repository, 'red')).map((e) => [e.seq, e.type]), [[1, 'task.created'], [2, 'task.updated'], [3, 'task.deleted'], [4, 'task.created']])
+  t.same((await eventsOf(repository, 'blue')).map((e) => [e.seq, e.type]), [[1, 'task.created'], [2, 'task.updated']])
+  t.same((await repository.eventsAfter('red', 0, 100)).map((e) => e.seq), (await eventsOf(repository, 'red')).map((e) => e.seq), 'log seq column matches the payload')
+  t.equal(await repository.headSeq('red'), 4)
+  t.equal(await repository.headSeq('blue'), 2)
+  t.equal(await repository.headSeq('green'), 0)
 })
 
 t.test('each event payload carries type, team, seq, task id, the task after the change, changes, actor, time and mutation id', async (t) => {
   let clock = Date.UTC(2026, 0, 5, 9, 0, 0)
   const { repository } = openRepository(t, { now: () => clock })
   const at0 = new Date(clock).toISOString()
-  const created = repository.create('red', { title: 'write tests', assignee: 'bob' }, { actor: 'alice', mutationId: 'm-create' })
+  const created = await repository.create('red', { title: 'write tests', assignee: 'bob' }, { actor: 'alice', mutationId: 'm-create' })
   const id = created.task.id
   t.same(created.task, {
     id, teamId: 'red', title: 'write tests', description: '', status: 'todo', assignee: 'bob', dueDate: null,
@@ -65,12 +66,12 @@ t.test('each event payload carries type, team, seq, task id, the task after the 
 
   clock += 60_000
   const at1 = new Date(clock).toISOString()
-  const updated = repository.update('red', id, { title: 'write more tests', dueDate: '2026-03-01', assignee: 'bob' }, { actor: 'carol', mutationId: 'm-update' })
+  const updated = await repository.update('red', id, { title: 'write more tests', dueDate: '2026-03-01', assignee: 'bob' }, { actor: 'carol', mutationId: 'm-update' })
   clock += 60_000
   const at2 = new Date(clock).toISOString()
-  repository.delete('red', id, { actor: 'dave' })
+  await repository.delete('red', id, { actor: 'dave' })
 
-  const [createdEvent, updatedEvent, deletedEvent] = eventsOf(repository, 'red')
+  const [createdEvent, updatedEvent, deletedEvent] = (await eventsOf(repository, 'red'))
   t.same(createdEvent, { type: 'task.created', teamId: 'red', seq: 1, taskId: id, actor: 'alice', at: at0, mutationId: 'm-create', task: created.task })
   t.same(updatedEvent, {
     type: 'task.updated',
@@ -91,126 +92,126 @@ t.test('each event payload carries type, team, seq, task id, the task after the 
 
 t.test('a failing mutation changes nothing, appends no event and notifies no listener', async (t) => {
   const { repository } = openRepository(t)
-  const task = repository.create('red', { title: 'a' }, alice).task
-  repository.update('red', task.id, { title: 'a2' }, alice)
-  repository.create('blue', { title: 'b' }, alice)
+  const task = (await repository.create('red', { title: 'a' }, alice)).task
+  await repository.update('red', task.id, { title: 'a2' }, alice)
+  await repository.create('blue', { title: 'b' }, alice)
   const unknownId = '00000000-0000-4000-8000-000000000000'
   const heard: LoggedEvent[] = []
   repository.onCommit((event) => { heard.push(event) })
 
   const cases: Array<[string, () => unknown, new (...args: any[]) => Error]> = [
-    ['update of an unknown task', () => repository.update('red', unknownId, { title: 'x' }, alice), TaskNotFoundError],
-    ['delete of an unknown task', () => repository.delete('red', unknownId, alice), TaskNotFoundError],
-    ["update of another team's task", () => repository.update('blue', task.id, { title: 'x' }, alice), TaskNotFoundError],
-    ["delete of another team's task", () => repository.delete('blue', task.id, alice), TaskNotFoundError],
-    ['update with a stale ifMatch', () => repository.update('red', task.id, { title: 'x' }, { ...alice, ifMatch: [1] }), PreconditionFailedError],
-    ['delete with a stale ifMatch', () => repository.delete('red', task.id, { ...alice, ifMatch: [1] }), PreconditionFailedError],
-    ['create with an impossible dueDate', () => repository.create('red', { title: 'x', dueDate: '2026-02-30' }, alice), InvalidTaskError],
-    ['update with an impossible dueDate', () => repository.update('red', task.id, { dueDate: '2026-13-01' }, alice), InvalidTaskError]
+    ['update of an unknown task', async () => await repository.update('red', unknownId, { title: 'x' }, alice), TaskNotFoundError],
+    ['delete of an unknown task', async () => await repository.delete('red', unknownId, alice), TaskNotFoundError],
+    ["update of another team's task", async () => await repository.update('blue', task.id, { title: 'x' }, alice), TaskNotFoundError],
+    ["delete of another team's task", async () => await repository.delete('blue', task.id, alice), TaskNotFoundError],
+    ['update with a stale ifMatch', async () => await repository.update('red', task.id, { title: 'x' }, { ...alice, ifMatch: [1] }), PreconditionFailedError],
+    ['delete with a stale ifMatch', async () => await repository.delete('red', task.id, { ...alice, ifMatch: [1] }), PreconditionFailedError],
+    ['create with an impossible dueDate', async () => await repository.create('red', { title: 'x', dueDate: '2026-02-30' }, alice), InvalidTaskError],
+    ['update with an impossible dueDate', async () => await repository.update('red', task.id, { dueDate: '2026-13-01' }, alice), InvalidTaskError]
   ]
   for (const [name, mutation, errorClass] of cases) {
-    const before = stored(repository)
-    const error = thrown(mutation)
+    const before = await stored(repository)
+    const error = await thrown(mutation)
     t.type(error, errorClass, `${name} throws ${errorClass.name}`)
-    t.same(stored(repository), before, `${name} leaves tasks and event logs as they were`)
+    t.same(await stored(repository), before, `${name} leaves tasks and event logs as they were`)
   }
   t.same(heard, [], 'no listener heard of a failed mutation')
 })
 
 t.test('a stale ifMatch error carries the current task; the current version (or *) succeeds', async (t) => {
   const { repository } = openRepository(t)
-  const task = repository.create('red', { title: 'a' }, alice).task
-  const current = repository.update('red', task.id, { title: 'b' }, alice).task
-  const error = thrown(() => repository.update('red', task.id, { title: 'c' }, { ...alice, ifMatch: [1] }))
+  const task = (await repository.create('red', { title: 'a' }, alice)).task
+  const current = (await repository.update('red', task.id, { title: 'b' }, alice)).task
+  const error = await thrown(async () => await repository.update('red', task.id, { title: 'c' }, { ...alice, ifMatch: [1] }))
   t.type(error, PreconditionFailedError)
   t.same((error as PreconditionFailedError).current, current)
-  t.same((error as PreconditionFailedError).current, repository.get('red', task.id))
+  t.same((error as PreconditionFailedError).current, await repository.get('red', task.id))
 
-  t.equal(repository.update('red', task.id, { title: 'c' }, { ...alice, ifMatch: [1, 2] }).task.version, 3, 'a list holding the current version matches')
-  t.equal(repository.update('red', task.id, { title: 'd' }, { ...alice, ifMatch: '*' }).task.version, 4)
-  repository.delete('red', task.id, { ...alice, ifMatch: [4] })
-  t.equal(repository.get('red', task.id), undefined)
-  t.same(eventsOf(repository, 'red').map((e) => e.type), ['task.created', 'task.updated', 'task.updated', 'task.updated', 'task.deleted'])
+  t.equal((await repository.update('red', task.id, { title: 'c' }, { ...alice, ifMatch: [1, 2] })).task.version, 3, 'a list holding the current version matches')
+  t.equal((await repository.update('red', task.id, { title: 'd' }, { ...alice, ifMatch: '*' })).task.version, 4)
+  await repository.delete('red', task.id, { ...alice, ifMatch: [4] })
+  t.equal(await repository.get('red', task.id), undefined)
+  t.same((await eventsOf(repository, 'red')).map((e) => e.type), ['task.created', 'task.updated', 'task.updated', 'task.updated', 'task.deleted'])
 })
 
 t.test('field-level last-write-wins: two updates of different fields made from the same version both survive', async (t) => {
   const { repository } = openRepository(t)
-  const task = repository.create('red', { title: 'a' }, alice).task
+  const task = (await repository.create('red', { title: 'a' }, alice)).task
   // Both writers read version 1 and change a different field, without If-Match.
-  repository.update('red', task.id, { title: 'renamed' }, { actor: 'alice' })
-  repository.update('red', task.id, { status: 'in_progress' }, { actor: 'bob' })
-  const final = repository.get('red', task.id)
+  await repository.update('red', task.id, { title: 'renamed' }, { actor: 'alice' })
+  await repository.update('red', task.id, { status: 'in_progress' }, { actor: 'bob' })
+  const final = await repository.get('red', task.id)
   t.match(final, { title: 'renamed', status: 'in_progress', version: 3, updatedBy: 'bob' })
-  t.same(eventsOf(repository, 'red').slice(1).map((e) => e.changes), [['title'], ['status']])
+  t.same((await eventsOf(repository, 'red')).slice(1).map((e) => e.changes), [['title'], ['status']])
 })
 
 t.test('a patch that changes nothing appends no event and keeps the version', async (t) => {
   const { repository } = openRepository(t)
-  const task = repository.create('red', { title: 'a', status: 'done' }, alice).task
+  const task = (await repository.create('red', { title: 'a', status: 'done' }, alice)).task
   const heard: LoggedEvent[] = []
   repository.onCommit((event) => { heard.push(event) })
-  const before = stored(repository)
-  const result = repository.update('red', task.id, { title: 'a', status: 'done' }, { actor: 'bob' })
+  const before = await stored(repository)
+  const result = await repository.update('red', task.id, { title: 'a', status: 'done' }, { actor: 'bob' })
   t.equal(result.event, null)
   t.same(result.task, task)
-  t.same(stored(repository), before)
+  t.same(await stored(repository), before)
   t.same(heard, [])
 
-  const partly = repository.update('red', task.id, { title: 'a', status: 'todo' }, alice)
+  const partly = await repository.update('red', task.id, { title: 'a', status: 'todo' }, alice)
   t.same(partly.event !== null && partly.event.type === 'task.updated' ? partly.event.changes : null, ['status'], 'only fields that really changed are listed')
 })
 
 t.test('list() returns the tasks in creation order and the seq it is current as of', async (t) => {
   let clock = 1_000
   const { repository } = openRepository(t, { now: () => clock++ })
-  t.same(repository.list('red'), { tasks: [], seq: 0, nextCursor: null })
-  const a = repository.create('red', { title: 'a' }, alice).task
-  const b = repository.create('red', { title: 'b' }, alice).task
-  const a2 = repository.update('red', a.id, { title: 'a2' }, alice).task
-  repository.create('blue', { title: 'other team' }, alice)
-  t.same(repository.list('red'), { tasks: [a2, b], seq: 3, nextCursor: null })
-  repository.delete('red', b.id, alice)
-  t.same(repository.list('red'), { tasks: [a2], seq: 4, nextCursor: null })
-  t.same(repository.list('blue').seq, 1)
+  t.same(await repository.list('red'), { tasks: [], seq: 0, nextCursor: null })
+  const a = (await repository.create('red', { title: 'a' }, alice)).task
+  const b = (await repository.create('red', { title: 'b' }, alice)).task
+  const a2 = (await repository.update('red', a.id, { title: 'a2' }, alice)).task
+  await repository.create('blue', { title: 'other team' }, alice)
+  t.same(await repository.list('red'), { tasks: [a2, b], seq: 3, nextCursor: null })
+  await repository.delete('red', b.id, alice)
+  t.same(await repository.list('red'), { tasks: [a2], seq: 4, nextCursor: null })
+  t.same((await repository.list('blue')).seq, 1)
 })
 
 t.test('onCommit listeners get each committed event once, after the commit', async (t) => {
   const { repository, database, path } = openRepository(t)
   // A second connection sees only committed data: what it reads in the listener proves the commit.
   const observer = openRepository(t, { path }).repository
-  const heard: Array<{ event: LoggedEvent, inTransaction: boolean, committed: LoggedEvent[] }> = []
+  const heard: Array<{ event: LoggedEvent, inTransaction: boolean, committed: Promise<LoggedEvent[]> }> = []
   const stop = repository.onCommit((event) => {
     heard.push({ event, inTransaction: database.sqlite.inTransaction, committed: observer.eventsAfter(event.teamId, event.seq - 1, 1) })
   })
-  const task = repository.create('red', { title: 'a' }, alice).task
-  repository.update('red', task.id, { title: 'a' }, alice) // no-op: no event
-  repository.update('red', task.id, { title: 'b' }, alice)
-  thrown(() => repository.update('red', task.id, { title: 'c' }, { ...alice, ifMatch: [1] }))
-  repository.create('blue', { title: 'x' }, alice)
-  repository.delete('red', task.id, alice)
+  const task = (await repository.create('red', { title: 'a' }, alice)).task
+  await repository.update('red', task.id, { title: 'a' }, alice) // no-op: no event
+  await repository.update('red', task.id, { title: 'b' }, alice)
+  await thrown(async () => await repository.update('red', task.id, { title: 'c' }, { ...alice, ifMatch: [1] }))
+  await repository.create('blue', { title: 'x' }, alice)
+  await repository.delete('red', task.id, alice)
   stop()
-  repository.create('red', { title: 'after unsubscribe' }, alice)
+  await repository.create('red', { title: 'after unsubscribe' }, alice)
 
   t.same(heard.map((h) => [h.event.teamId, h.event.seq]), [['red', 1], ['red', 2], ['blue', 1], ['red', 3]])
   t.same(heard.map((h) => h.inTransaction), [false, false, false, false], 'no transaction is open while listeners run')
   // The listener's event also says when it arrived (the start of its delivery lag); the log does not.
-  t.same(heard.map((h) => h.committed), heard.map(({ event: { arrivedAt, ...stored } }) => [stored]), 'another connection already reads each event, payload and all')
+  t.same(await Promise.all(heard.map(async (h) => await h.committed)), heard.map(({ event: { arrivedAt, ...stored } }) => [stored]), 'another connection already reads each event, payload and all')
   t.ok(heard.every((h) => typeof h.event.arrivedAt === 'number'), 'each committed event carries its arrival time')
 })
 
 t.test('migrations are safe to re-run: the same file opened twice (and again later) keeps its data and seq', async (t) => {
   const { repository, path } = openRepository(t)
-  const first = repository.create('red', { title: 'a' }, alice).task
+  const first = (await repository.create('red', { title: 'a' }, alice)).task
 
   const second = openRepository(t, { path })
-  t.same(second.repository.list('red'), { tasks: [first], seq: 1, nextCursor: null }, 'a second open while the first is still open')
-  second.repository.create('red', { title: 'b' }, alice)
-  t.equal(repository.headSeq('red'), 2, 'both connections share one sequence')
+  t.same(await second.repository.list('red'), { tasks: [first], seq: 1, nextCursor: null }, 'a second open while the first is still open')
+  await second.repository.create('red', { title: 'b' }, alice)
+  t.equal(await repository.headSeq('red'), 2, 'both connections share one sequence')
   await second.database.close()
 
   const third = openRepository(t, { path })
-  t.equal(third.repository.list('red').tasks.length, 2)
-  t.equal(third.repository.create('red', { title: 'c' }, alice).event?.seq, 3)
+  t.equal((await third.repository.list('red')).tasks.length, 2)
+  t.equal((await third.repository.create('red', { title: 'c' }, alice)).event?.seq, 3)
   const journal = JSON.parse(readFileSync(join(defaultMigrationsFolder(), 'meta/_journal.json'), 'utf8')) as { entries: unknown[] }
   const applied = third.database.sqlite.prepare('SELECT count(*) AS n FROM __drizzle_migrations').get() as { n: number }
   t.equal(applied.n, journal.entries.length, 'each migration recorded once')

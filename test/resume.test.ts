@@ -18,7 +18,7 @@ import { pingPong, seqsOf, TestClient } from './helpers/ws-client.js'
 async function burst (app: FastifyInstance, team: string, count: number, prefix = 'burst'): Promise<number> {
   let last = 0
   for (let i = 0; i < count; i++) {
-    last = app.taskRepository.create(team, { title: `${prefix} ${i}` }, { actor: 'writer' }).event?.seq ?? last
+    last = (await app.taskRepository.create(team, { title: `${prefix} ${i}` }, { actor: 'writer' })).event?.seq ?? last
     await new Promise((resolve) => setImmediate(resolve))
   }
   return last
@@ -84,11 +84,11 @@ t.test('resync: history pruned, ahead of the log, and continuing from the list s
   const instance = await startInstance(t, { databasePath, realtime: { hub: { retention: { maxEventsPerTeam: 10, pruneIntervalMs: 0 } } } })
   const { app } = instance
   const alice = await tokenFor('alice', ['red'])
-  for (let i = 1; i <= 30; i++) app.taskRepository.create('red', { title: `task ${i}` }, { actor: 'alice' })
+  for (let i = 1; i <= 30; i++) await app.taskRepository.create('red', { title: `task ${i}` }, { actor: 'alice' })
   // Unpublished events are never pruned (they are the outbox): wait for the broker to take them.
-  await waitUntil('events 1-30 published', () => app.taskRepository.unpublished(Date.now() + 1000, 1).length === 0)
-  app.atlasRetention.prune()
-  t.same(app.taskRepository.history('red'), { head: 30, prunedThrough: 20 }, 'the log keeps the last 10 events')
+  await waitUntil('events 1-30 published', async () => (await app.taskRepository.unpublished(Date.now() + 1000, 1)).length === 0)
+  await app.atlasRetention.prune()
+  t.same(await app.taskRepository.history('red'), { head: 30, prunedThrough: 20 }, 'the log keeps the last 10 events')
 
   const pruned = await connectClient(t, instance, alice, { since: { red: 19 } })
   await pingPong(pruned)
@@ -107,15 +107,15 @@ t.test('resync: history pruned, ahead of the log, and continuing from the list s
 
   // The resyncing client goes on: events arrive while it fetches the list; it applies only
   // those after the list's seq.
-  const kept = app.taskRepository.list('red').tasks
-  app.taskRepository.update('red', kept[0].id, { title: 'changed before the list' }, { actor: 'bob' })
-  app.taskRepository.create('red', { title: 'created before the list' }, { actor: 'bob' })
+  const kept = (await app.taskRepository.list('red')).tasks
+  await app.taskRepository.update('red', kept[0].id, { title: 'changed before the list' }, { actor: 'bob' })
+  await app.taskRepository.create('red', { title: 'created before the list' }, { actor: 'bob' })
   await pruned.waitFor('31-32', () => pruned.events.length >= 2)
   const listed = await api<{ tasks: Task[], seq: number }>(instance.baseUrl, 'GET', '/teams/red/tasks', { token: alice })
   t.equal(listed.body.seq, 32)
-  app.taskRepository.update('red', kept[1].id, { status: 'done' }, { actor: 'bob' })
-  app.taskRepository.delete('red', kept[2].id, { actor: 'bob' })
-  app.taskRepository.create('red', { title: 'created after the list' }, { actor: 'bob' })
+  await app.taskRepository.update('red', kept[1].id, { status: 'done' }, { actor: 'bob' })
+  await app.taskRepository.delete('red', kept[2].id, { actor: 'bob' })
+  await app.taskRepository.create('red', { title: 'created after the list' }, { actor: 'bob' })
   await pruned.waitFor('33-35', () => pruned.lastSeq('red') >= 35)
   await pingPong(pruned)
   t.same(seqsOf(pruned.events, 'red'), seqRange(31, 35), 'after the resync the stream went on from its seq, unbroken')
@@ -141,7 +141,7 @@ t.test('a resume on a connection is served in one step with joining: a burst dur
   // Clients that each hold a different prefix resume one after another while the burst runs.
   const resumed: Array<{ since: number, client: TestClient }> = []
   for (let i = 0; i < 8; i++) {
-    const head = a.app.taskRepository.headSeq('red')
+    const head = await a.app.taskRepository.headSeq('red')
     const since = Math.max(0, head - 5 - i)
     resumed.push({ since, client: await connectClient(t, i % 2 === 0 ? a : b, alice, { since: { red: since } }) })
   }
@@ -159,7 +159,7 @@ t.test('a long resume (maxReplayEvents events, several MiB) completes, reconnect
   const { app } = instance
   const alice = await tokenFor('alice', ['red'])
   const description = 'd'.repeat(200)
-  for (let i = 1; i <= 10_000; i++) app.taskRepository.create('red', { title: `task ${i}`, description }, { actor: 'writer' })
+  for (let i = 1; i <= 10_000; i++) await app.taskRepository.create('red', { title: `task ${i}`, description }, { actor: 'writer' })
   // What a client does with 4008: reconnect and resume from the last seq it holds.
   const received: number[] = []
   const cuts: number[] = []
@@ -173,7 +173,7 @@ t.test('a long resume (maxReplayEvents events, several MiB) completes, reconnect
     const outcome = subscribed() ? 'subscribed' : (await client.closed).code
     received.push(...seqsOf(client.events, 'red'))
     if (outcome === 'subscribed') {
-      app.taskRepository.create('red', { title: 'live' }, { actor: 'writer' })
+      await app.taskRepository.create('red', { title: 'live' }, { actor: 'writer' })
       await client.waitFor('the live event', () => client.lastSeq('red') === 10_001)
       received.push(10_001)
       break

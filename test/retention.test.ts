@@ -8,7 +8,7 @@ import t from 'tap'
 import Database from 'better-sqlite3'
 import { openDatabase } from '../lib/db/open.js'
 import { kBeforePublish } from '../lib/outbox-relay.js'
-import { TaskRepository } from '../lib/repository.js'
+import { SqliteTaskRepository } from '../lib/sqlite-repository.js'
 import type { LoggedEvent } from '../lib/types.js'
 import { MemoryBus } from '../lib/memory-broker.js'
 import { api, connectClient, seqRange, startInstance, tokenFor, waitUntil } from './helpers/app.js'
@@ -30,9 +30,9 @@ t.test('the hub prunes on its interval; resumes before the retained history resy
   for (let i = 1; i <= 20; i++) {
     t.equal((await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: `t${i}` } })).status, 201)
   }
-  await waitUntil('the log pruned to the last 5 events', () => instance.app.taskRepository.history('red').prunedThrough === 15)
+  await waitUntil('the log pruned to the last 5 events', async () => (await instance.app.taskRepository.history('red')).prunedThrough === 15)
   t.same(eventSeqs(databasePath, 'red'), seqRange(16, 20))
-  t.equal(instance.app.taskRepository.headSeq('red'), 20, 'pruning never moves the head back')
+  t.equal(await instance.app.taskRepository.headSeq('red'), 20, 'pruning never moves the head back')
 
   const stale = await connectClient(t, instance, alice, { since: { red: 10 } })
   await pingPong(stale)
@@ -68,17 +68,17 @@ t.test('unpublished events (the outbox) and everything after them are never prun
     }
   })
   const { taskRepository: repository, atlasRetention: retention } = instance.app
-  for (let i = 1; i <= 10; i++) repository.create('red', { title: i === 3 ? 'stuck' : `t${i}` }, { actor: 'alice' })
-  await waitUntil('all but seq 3 published', () => repository.unpublished(Date.now() + 1000, 10).length === 1)
-  retention.prune()
-  t.same(repository.history('red'), { head: 10, prunedThrough: 2 }, 'pruning stops before the unpublished event')
+  for (let i = 1; i <= 10; i++) await repository.create('red', { title: i === 3 ? 'stuck' : `t${i}` }, { actor: 'alice' })
+  await waitUntil('all but seq 3 published', async () => (await repository.unpublished(Date.now() + 1000, 10)).length === 1)
+  await retention.prune()
+  t.same(await repository.history('red'), { head: 10, prunedThrough: 2 }, 'pruning stops before the unpublished event')
   t.same(eventSeqs(databasePath, 'red'), seqRange(3, 10))
 
   // Another instance starts: its start-up relay publishes the outbox, and pruning can go on.
   await startInstance(t, { databasePath, realtime: { broker: { memoryBus } } })
-  await waitUntil('seq 3 relayed and marked', () => repository.unpublished(Date.now() + 1000, 10).length === 0)
-  retention.prune()
-  t.same(repository.history('red'), { head: 10, prunedThrough: 8 })
+  await waitUntil('seq 3 relayed and marked', async () => (await repository.unpublished(Date.now() + 1000, 10)).length === 0)
+  await retention.prune()
+  t.same(await repository.history('red'), { head: 10, prunedThrough: 8 })
   t.same(eventSeqs(databasePath, 'red'), [9, 10])
 })
 
@@ -93,12 +93,13 @@ t.test('a stream that falls behind pruned history tells its clients to resync in
   // Another writer whose messages never reached this instance, then retention ran.
   const other = openDatabase({ path: databasePath })
   t.teardown(() => { other.close() })
-  const writer = new TaskRepository(other.db)
-  const written = Array.from({ length: 10 }, (_, i) => writer.create('red', { title: `elsewhere ${i}` }, { actor: 'carol' }).event?.seq ?? 0)
+  const writer = new SqliteTaskRepository(other.db)
+  const written: number[] = []
+  for (let i = 0; i < 10; i++) written.push((await writer.create('red', { title: `elsewhere ${i}` }, { actor: 'carol' })).event?.seq ?? 0)
   // seq 1 too: its publish succeeded, but the instance records that in batches, maybe not yet.
-  writer.markPublished([1, ...written].map((seq) => ({ teamId: 'red', seq })))
-  writer.prune({ maxEventsPerTeam: 3 })
-  t.same(writer.history('red'), { head: 11, prunedThrough: 8 })
+  await writer.markPublished([1, ...written].map((seq) => ({ teamId: 'red', seq })))
+  await writer.prune({ maxEventsPerTeam: 3 })
+  t.same(await writer.history('red'), { head: 11, prunedThrough: 8 })
 
   t.equal((await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'next' } })).status, 201)
   await client.waitFor('seq 12', () => client.lastSeq('red') === 12)
@@ -117,7 +118,7 @@ t.test('mutation ids are forgotten after their TTL', async (t) => {
   t.equal((await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'a' }, headers })).status, 200, 'within the TTL: a replay')
   const startedAt = Date.now()
   await waitUntil('the TTL to pass', () => Date.now() > startedAt + 5)
-  instance.app.atlasRetention.prune()
+  await instance.app.atlasRetention.prune()
   const again = await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'a' }, headers })
   t.equal(again.status, 201, 'after the TTL and a prune, the key is new again')
   t.not(again.body.id, first.body.id)

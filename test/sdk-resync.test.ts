@@ -59,7 +59,7 @@ t.test('a resume the log can no longer serve makes the client refetch the list a
   for (const ws of instance.app.websocketServer.clients) ws.terminate()
   await dropped
   for (const title of ['a', 'b', 'c', 'd']) await create(title)
-  instance.app.atlasRetention.prune()
+  await instance.app.atlasRetention.prune()
 
   resyncing = true
   const resync = nextEvent<{ reason: string }>(client, 'resyncing', (r) => r.reason !== 'initial')

@@ -43,7 +43,7 @@ t.test('a client that never reads is cut off; the backlog stays bounded; readers
   const received: number[][] = readers.map(() => [])
   for (let sent = 0; sent < EVENTS;) {
     for (let i = 0; i < BATCH; i++, sent++) {
-      const { event } = app.taskRepository.create('red', { title: `event ${sent}`, description }, { actor: 'writer' })
+      const { event } = await app.taskRepository.create('red', { title: `event ${sent}`, description }, { actor: 'writer' })
       largestFrame = Math.max(largestFrame, Buffer.byteLength(JSON.stringify(event)))
     }
     sample()

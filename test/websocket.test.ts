@@ -14,7 +14,7 @@ async function setup (t: Test, realtime?: Partial<Omit<AtlasRealtimeOptions, 'au
   const mutate = async (team: string, token = dave): Promise<number> => {
     const response = await api(instance.baseUrl, 'POST', `/teams/${team}/tasks`, { token, body: { title: `task of ${team}` } })
     if (response.status !== 201) throw new Error(`POST answered ${response.status}`)
-    return instance.app.taskRepository.headSeq(team)
+    return await instance.app.taskRepository.headSeq(team)
   }
   return { instance, alice, dave, mutate }
 }

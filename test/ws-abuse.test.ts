@@ -15,15 +15,15 @@ function wsUrl (instance: Pick<Instance, 'wsUrl'>, token: string, query: Record<
 }
 
 /** Creates `count` tasks in `teamId` straight through the repository (fast, and broadcast like any mutation). */
-function fill (instance: Instance, teamId: string, count: number, description = ''): void {
-  for (let i = 0; i < count; i++) instance.app.taskRepository.create(teamId, { title: `task ${i}`, description }, { actor: 'writer' })
+async function fill (instance: Instance, teamId: string, count: number, description = ''): Promise<void> {
+  for (let i = 0; i < count; i++) await instance.app.taskRepository.create(teamId, { title: `task ${i}`, description }, { actor: 'writer' })
 }
 
 t.test('team ids that are Object.prototype members subscribe, resume and receive like any other', async (t) => {
   const instance = await startInstance(t, { databasePath: `${t.testdir()}/atlas.db` })
   const teams = ['constructor', '__proto__', 'toString', 'hasOwnProperty']
   const token = await tokenFor('proto', teams)
-  for (const teamId of teams) fill(instance, teamId, 2)
+  for (const teamId of teams) await fill(instance, teamId, 2)
   const client = new TestClient(wsUrl(instance, token, { teams: '' }))
   t.teardown(async () => { await client.close() })
   await client.waitForFrame('welcome')
@@ -50,19 +50,19 @@ t.test('team ids that are Object.prototype members subscribe, resume and receive
 t.test('a fast reader resumes 600 events of ~10 KB in one connection, with a 256 KiB backlog limit', async (t) => {
   const maxBufferedBytes = 256 * 1024
   const instance = await startInstance(t, { databasePath: `${t.testdir()}/atlas.db`, realtime: { websocket: { maxBufferedBytes } } })
-  fill(instance, 'red', 600, 'd'.repeat(10_000))
+  await fill(instance, 'red', 600, 'd'.repeat(10_000))
   const token = await tokenFor('alice', ['red'])
   const client = await connectClient(t, instance, token, { since: { red: 0 } })
   t.same(seqsOf(client.events, 'red'), seqRange(1, 600), 'every event, in order, before subscribed')
   t.match(client.frames.find((f) => f.type === 'subscribed'), { seq: 600, replayed: 600 })
   t.equal(client.socket.readyState, client.socket.OPEN, 'never cut off')
-  fill(instance, 'red', 1)
+  await fill(instance, 'red', 1)
   await client.waitFor('the live event after the replay', () => client.lastSeq('red') === 601)
 })
 
 t.test('a long replay yields: another client is answered while 20 MB are replayed', async (t) => {
   const instance = await startInstance(t, { databasePath: `${t.testdir()}/atlas.db` })
-  fill(instance, 'red', 2000, 'y'.repeat(10_000))
+  await fill(instance, 'red', 2000, 'y'.repeat(10_000))
   const token = await tokenFor('alice', ['red'])
   const other = await connectClient(t, instance, token)
   const resuming = new TestClient(wsUrl(instance, token, { since: 'red:0' }))
@@ -86,7 +86,7 @@ t.test('a resumer that never reads is cut off, and no stream or broker subscript
   t.teardown(() => { probe.disconnect() })
   const numsub = async (): Promise<number> => Number((await probe.pubsub('NUMSUB', 'atlas:team:red') as [string, number])[1])
   // 20 KB events: a page of them is more than maxBufferedBytes (1 MiB), as in the report.
-  fill(instance, 'red', 150, 'é'.repeat(10_000))
+  await fill(instance, 'red', 150, 'é'.repeat(10_000))
   const token = await tokenFor('alice', ['red'])
   const reader = await connectClient(t, instance, token)
   const stalled: Socket = await neverReadingClient(t, wsUrl(instance, token, { since: 'red:0' }))
@@ -111,7 +111,7 @@ t.test('10,000 pings: a burst is answered, the rest refused with rate_limited, t
   const limited = flooder.frames.filter((f) => f.type === 'error' && f.code === 'rate_limited').length
   t.ok(pongs >= 100 && pongs < 250, `about one burst answered (${pongs} pongs)`)
   t.equal(limited, 21, 'each refused frame counted as invalid: the 21st closed it')
-  fill(instance, 'red', 3)
+  await fill(instance, 'red', 3)
   await witness.waitFor('the witness gets its events', () => witness.lastSeq('red') === 3)
   const again = await connectClient(t, instance, token)
   t.equal(again.socket.readyState, again.socket.OPEN, 'the user can connect again')
@@ -133,7 +133,7 @@ t.test('subscribe(since 0)/unsubscribe cycles spend the user\'s replay budget, t
     databasePath: `${t.testdir()}/atlas.db`,
     realtime: { websocket: { replayBytesPerMinute, frameBurst: 10_000, maxFramesPerSecond: 10_000 } }
   })
-  fill(instance, 'red', 500)
+  await fill(instance, 'red', 500)
   const token = await tokenFor('alice', ['red'])
   const client = await connectClient(t, instance, token, { teams: [] })
   let bytes = 0
@@ -222,7 +222,7 @@ t.test('shutdown: a client that never answers the close frame is destroyed after
 
 t.test('a subscribe repeated while its replay runs hands on nothing twice', async (t) => {
   const instance = await startInstance(t, { databasePath: `${t.testdir()}/atlas.db` })
-  fill(instance, 'red', 1000, 'r'.repeat(10_000))
+  await fill(instance, 'red', 1000, 'r'.repeat(10_000))
   const token = await tokenFor('alice', ['red'])
   const client = await connectClient(t, instance, token, { teams: [] })
   client.send({ type: 'subscribe', teams: ['red'], since: { red: 0 } })
