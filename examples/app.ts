@@ -13,7 +13,10 @@ import { atlasOps } from '../plugins/ops.js'
 import { jwtAuthenticator, jwtVerifier } from './jwt-auth.js'
 
 export interface ExampleConfig {
-  databasePath: string
+  /** SQLite: the database file (one host). Give this or `databaseUrl`. */
+  databasePath?: string
+  /** PostgreSQL: a connection URL (several hosts). */
+  databaseUrl?: string
   redisUrl?: string
   jwtSecret: string
   /** `true` logs to stdout at info; Fastify logger options (tests capture the log with a stream). */
@@ -78,7 +81,7 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
     authenticate: jwtAuthenticator(config.jwtSecret),
     // The same check of a bare token: open sockets take a fresh JWT without reconnecting.
     authenticateToken: jwtVerifier(config.jwtSecret),
-    database: { databasePath: config.databasePath },
+    database: config.databaseUrl === undefined ? { databasePath: config.databasePath } : { url: config.databaseUrl },
     broker: { ...config.realtime?.broker, redis: config.redisUrl }
   })
   await app.register(atlasAccessLog)

@@ -14,7 +14,9 @@ const DEMO_USERS: Array<[string, string[]]> = [
 
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'
-const databasePath = resolve(process.env.DATABASE_PATH ?? 'data/atlas.db')
+// DATABASE_URL: PostgreSQL, for several hosts; otherwise the SQLite file DATABASE_PATH.
+const databaseUrl = process.env.DATABASE_URL || undefined
+const databasePath = databaseUrl === undefined ? resolve(process.env.DATABASE_PATH ?? 'data/atlas.db') : undefined
 const redisUrl = process.env.REDIS_URL || undefined
 const configuredSecret = process.env.JWT_SECRET
 // With no secret configured, a fresh random one per start: the printed demo tokens work, and
@@ -69,14 +71,14 @@ const metricsSwitch = process.env.METRICS ?? ''
 if (!['', 'on', 'off'].includes(metricsSwitch)) throw new Error(`METRICS must be on or off (got ${JSON.stringify(metricsSwitch)})`)
 const metrics = metricsSwitch === 'off' ? { metrics: false as const } : {}
 
-const app = await buildExampleApp({ databasePath, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens, adminToken, https, hstsMaxAgeSeconds, trustProxy, realtime: { ...metrics, routes: { maxMutationsPerUser }, websocket: { maxConnectionsPerUser, allowedOrigins } } })
+const app = await buildExampleApp({ databasePath, databaseUrl, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens, adminToken, https, hstsMaxAgeSeconds, trustProxy, realtime: { ...metrics, routes: { maxMutationsPerUser }, websocket: { maxConnectionsPerUser, allowedOrigins } } })
 await app.listen({ port, host })
 
 // The port listened on (PORT=0: one the system chose).
 const address = app.server.address()
 const listening = address !== null && typeof address === 'object' ? address.port : port
 const base = `${https === undefined ? 'http' : 'https'}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${listening}`
-console.log(`\nAtlas Realtime example on ${base}  (database ${databasePath}, broker ${redisUrl === undefined ? 'in-process' : redisUrl}${https === undefined ? '' : `, TLS with ${process.env.TLS_CERT}`})`)
+console.log(`\nAtlas Realtime example on ${base}  (database ${databaseUrl === undefined ? String(databasePath) : redactedUrl(databaseUrl)}, broker ${redisUrl === undefined ? 'in-process' : redisUrl}${https === undefined ? '' : `, TLS with ${process.env.TLS_CERT}`})`)
 if (demoTokens !== undefined) {
   console.log(`No JWT_SECRET set: development tokens for demo users (valid 12 h; also offered by the board page at ${base}/):`)
   for (const { userId, teams, token } of demoTokens) {
@@ -123,4 +125,15 @@ function tlsOptions (): { cert: Buffer, key: Buffer } | undefined {
 function parseTrustProxy (value: string | undefined): boolean | string | undefined {
   if (value === undefined || value === '' || value === 'false') return undefined
   return value === 'true' ? true : value
+}
+
+/** A URL as it may be printed: its password replaced. */
+function redactedUrl (url: string): string {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== '') parsed.password = '***'
+    return parsed.href
+  } catch {
+    return 'an unparsable URL'
+  }
 }
