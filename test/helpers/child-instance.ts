@@ -20,6 +20,12 @@ const FIXTURE = fileURLToPath(new URL('../fixtures/child-instance.ts', import.me
 // tap's own TypeScript loader (ts-node, transpile only), so the child runs the same sources as the tests.
 const TS_LOADER = new URL('../../node_modules/@tapjs/typescript/dist/esm/import.mjs', import.meta.url).href
 
+/** How the child process is started: its working directory, and a command it runs under (e.g. `ip netns exec <name>`). */
+export interface ChildLaunch {
+  cwd?: string
+  prefix?: readonly string[]
+}
+
 /**
  * Starts the example Atlas API in a child process (node + tap's TypeScript loader) and waits
  * until it listens. The child is SIGKILLed when the test ends if it is still running.
@@ -27,9 +33,13 @@ const TS_LOADER = new URL('../../node_modules/@tapjs/typescript/dist/esm/import.
 export async function startChildInstance (
   t: { teardown (fn: () => unknown): void },
   config: Omit<ChildConfig, 'jwtSecret'> & { jwtSecret?: string },
-  timeoutMs = 30_000
+  timeoutMs = 30_000,
+  launch: ChildLaunch = {}
 ): Promise<ChildInstance> {
-  const child = spawn(process.execPath, ['--import', TS_LOADER, FIXTURE], {
+  // A prefix must exec node in its place (as `ip netns exec` does): the pid is then the instance's own.
+  const [command, ...args] = [...launch.prefix ?? [], process.execPath, '--import', TS_LOADER, FIXTURE]
+  const child = spawn(command, args, {
+    cwd: launch.cwd,
     env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1', ATLAS_CHILD_CONFIG: JSON.stringify({ jwtSecret: TEST_SECRET, ...config }) },
     stdio: ['pipe', 'pipe', 'pipe']
   })
@@ -62,10 +72,11 @@ export async function startChildInstance (
       reject(new Error(`child instance exited (${code ?? signal}) before listening: ${stderr}`))
     }, () => {})
   })
+  const host = config.host ?? '127.0.0.1'
   return {
     pid: child.pid ?? -1,
-    baseUrl: `http://127.0.0.1:${port}`,
-    wsUrl: `ws://127.0.0.1:${port}/realtime`,
+    baseUrl: `http://${host}:${port}`,
+    wsUrl: `ws://${host}:${port}/realtime`,
     process: child,
     exited,
     stderr: () => stderr,
