@@ -1,6 +1,6 @@
 import t from 'tap'
-import { join } from 'node:path'
 import { api, connectClient, seqRange, startInstance, tokenFor } from './helpers/app.js'
+import { eachBackend, testDatabase } from './helpers/backends.js'
 import { pingPong, seqsOf, type TestClient } from './helpers/ws-client.js'
 
 const CLIENTS = 50
@@ -8,8 +8,8 @@ const MUTATIONS = 100
 /** HTTP requests in flight at once during the burst: enough to interleave, bounded for a 2-core box. */
 const CONCURRENCY = 5
 
-t.test(`${CLIENTS} clients of a team each get all ${MUTATIONS} events of a burst once and in order; another team gets none`, async (t) => {
-  const instance = await startInstance(t, { databasePath: join(t.testdir(), 'atlas.db') })
+eachBackend(t, `${CLIENTS} clients of a team each get all ${MUTATIONS} events of a burst once and in order; another team gets none`, async (t, backend) => {
+  const instance = await startInstance(t, await testDatabase(t, backend))
   const alice = await tokenFor('alice', ['red'])
   const carol = await tokenFor('carol', ['blue'])
   // 50 members of the team, each with their own socket (one user's sockets are capped per instance).

@@ -1,16 +1,16 @@
 import t, { type Test } from 'tap'
-import { join } from 'node:path'
 import { signToken } from '../examples/jwt-auth.js'
 import type { Task } from '../protocol/schemas.js'
 import { api, startInstance, tokenFor, type ApiResponse } from './helpers/app.js'
+import { eachBackend, testDatabase, type Backend } from './helpers/backends.js'
 
 const UNKNOWN_ID = '00000000-0000-4000-8000-000000000000'
 
 interface CallOptions { token?: string, body?: unknown, headers?: Record<string, string> }
 
 /** An instance of the example API with one red task made by alice (red only). */
-async function setup (t: Test) {
-  const instance = await startInstance(t, { databasePath: join(t.testdir(), 'atlas.db') })
+async function setup (t: Test, backend: Backend) {
+  const instance = await startInstance(t, await testDatabase(t, backend))
   const alice = await tokenFor('alice', ['red'])
   const call = async (method: string, path: string, options: CallOptions = {}): Promise<ApiResponse> =>
     await api(instance.baseUrl, method, path, { token: alice, ...options })
@@ -23,8 +23,8 @@ async function setup (t: Test) {
   return { instance, alice, call, task, taskPath: `/teams/red/tasks/${task.id}`, repository, stored }
 }
 
-t.test('401 without a token, with a garbage one or one signed by another secret, on every route', async (t) => {
-  const { call, taskPath, stored } = await setup(t)
+eachBackend(t, '401 without a token, with a garbage one or one signed by another secret, on every route', async (t, backend) => {
+  const { call, taskPath, stored } = await setup(t, backend)
   const before = await stored()
   const foreign = await signToken('some-other-secret', 'alice', ['red'])
   const routes: Array<[string, string, unknown?]> = [
@@ -45,8 +45,8 @@ t.test('401 without a token, with a garbage one or one signed by another secret,
   t.same(await stored(), before)
 })
 
-t.test("403 for a team outside the principal, checked before the body is validated", async (t) => {
-  const { call, task, stored } = await setup(t)
+eachBackend(t, "403 for a team outside the principal, checked before the body is validated", async (t, backend) => {
+  const { call, task, stored } = await setup(t, backend)
   const before = await stored()
   const cases: Array<[string, string, unknown?]> = [
     ['GET', '/teams/blue/tasks'],
@@ -65,8 +65,8 @@ t.test("403 for a team outside the principal, checked before the body is validat
   t.same(await stored(), before)
 })
 
-t.test('404 for an unknown task, and for a task asked for under another team', async (t) => {
-  const { call, instance, task, stored } = await setup(t)
+eachBackend(t, '404 for an unknown task, and for a task asked for under another team', async (t, backend) => {
+  const { call, instance, task, stored } = await setup(t, backend)
   const before = await stored()
   for (const method of ['GET', 'PATCH', 'DELETE']) {
     const response = await call(method, `/teams/red/tasks/${UNKNOWN_ID}`, { body: method === 'PATCH' ? { title: 'x' } : undefined })
@@ -79,8 +79,8 @@ t.test('404 for an unknown task, and for a task asked for under another team', a
   t.same(await stored(), before)
 })
 
-t.test('GET, POST and PATCH answer with the task version as ETag', async (t) => {
-  const { call, taskPath } = await setup(t)
+eachBackend(t, 'GET, POST and PATCH answer with the task version as ETag', async (t, backend) => {
+  const { call, taskPath } = await setup(t, backend)
   const created = await call('POST', '/teams/red/tasks', { body: { title: 'second' } })
   t.equal(created.headers.get('etag'), '"1"')
   t.equal(created.headers.get('location'), `/teams/red/tasks/${created.body.id as string}`)
@@ -93,8 +93,8 @@ t.test('GET, POST and PATCH answer with the task version as ETag', async (t) => 
   t.same(fetched.body, patched.body)
 })
 
-t.test('a stale If-Match gets 412 with the current task, and changes nothing', async (t) => {
-  const { call, taskPath, stored } = await setup(t)
+eachBackend(t, 'a stale If-Match gets 412 with the current task, and changes nothing', async (t, backend) => {
+  const { call, taskPath, stored } = await setup(t, backend)
   const current = (await call('PATCH', taskPath, { body: { title: 'second version' } })).body as Task
   const before = await stored()
   for (const [method, body] of [['PATCH', { title: 'lost update' }], ['DELETE', undefined]] as const) {
@@ -107,8 +107,8 @@ t.test('a stale If-Match gets 412 with the current task, and changes nothing', a
   t.same(await stored(), before)
 })
 
-t.test('If-Match with the current version succeeds', async (t) => {
-  const { call, taskPath, repository } = await setup(t)
+eachBackend(t, 'If-Match with the current version succeeds', async (t, backend) => {
+  const { call, taskPath, repository } = await setup(t, backend)
   const patched = await call('PATCH', taskPath, { body: { title: 'renamed' }, headers: { 'if-match': '"1"' } })
   t.equal(patched.status, 200)
   t.equal(patched.body.title, 'renamed')
@@ -117,8 +117,8 @@ t.test('If-Match with the current version succeeds', async (t) => {
   t.same(await repository.list('red'), { tasks: [], seq: 3, nextCursor: null })
 })
 
-t.test('invalid requests get a clear error and leave tasks and event log unchanged', async (t) => {
-  const { call, taskPath, stored } = await setup(t)
+eachBackend(t, 'invalid requests get a clear error and leave tasks and event log unchanged', async (t, backend) => {
+  const { call, taskPath, stored } = await setup(t, backend)
   const cases: Array<{ name: string, method?: string, body: unknown, headers?: Record<string, string>, status?: number, message: RegExp }> = [
     { name: 'unknown field', body: { title: 'x', color: 'red' }, message: /^body\/color Unexpected property$/ },
     { name: 'title: 5 (no coercion)', body: { title: 5 }, message: /^body\/title Expected string$/ },
@@ -147,8 +147,8 @@ t.test('invalid requests get a clear error and leave tasks and event log unchang
   }
 })
 
-t.test('two concurrent PATCHes of different fields both survive', async (t) => {
-  const { call, taskPath, repository } = await setup(t)
+eachBackend(t, 'two concurrent PATCHes of different fields both survive', async (t, backend) => {
+  const { call, taskPath, repository } = await setup(t, backend)
   const [a, b] = await Promise.all([
     call('PATCH', taskPath, { body: { title: 'renamed' } }),
     call('PATCH', taskPath, { body: { status: 'done' } })
@@ -160,8 +160,8 @@ t.test('two concurrent PATCHes of different fields both survive', async (t) => {
   t.same(changes.sort(), [['status'], ['title']])
 })
 
-t.test('the list answers { tasks, seq } in creation order', async (t) => {
-  const { call, task, taskPath } = await setup(t)
+eachBackend(t, 'the list answers { tasks, seq } in creation order', async (t, backend) => {
+  const { call, task, taskPath } = await setup(t, backend)
   const second = (await call('POST', '/teams/red/tasks', { body: { title: 'second', dueDate: '2026-12-31' } })).body as Task
   const first = (await call('PATCH', taskPath, { body: { assignee: 'bob' } })).body as Task
   t.equal(first.id, task.id)
