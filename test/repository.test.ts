@@ -1,20 +1,21 @@
 import t, { type Test } from 'tap'
+import Database from 'better-sqlite3'
+import pg from 'pg'
+import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { defaultMigrationsFolder, openDatabase, type OpenedDatabase } from '../lib/db/open.js'
+import { packageMigrationsFolder } from '../lib/db/open.js'
 import { InvalidTaskError, PreconditionFailedError, TaskNotFoundError } from '../lib/errors.js'
-import { SqliteTaskRepository } from '../lib/sqlite-repository.js'
 import type { TaskRepository } from '../lib/repository.js'
 import type { LoggedEvent } from '../lib/types.js'
+import { eachBackend, openTestRepository, testDatabase, type Backend, type DatabaseConfig } from './helpers/backends.js'
 
 const alice = { actor: 'alice' }
 
-/** A repository on a fresh SQLite file of this test, closed when the test ends. */
-function openRepository (t: Test, options: { path?: string, now?: () => number } = {}): { repository: TaskRepository, database: OpenedDatabase, path: string } {
-  const path = options.path ?? join(t.testdir(), 'atlas.db')
-  const database = openDatabase({ path })
-  t.teardown(async () => { await database.close() })
-  return { repository: new SqliteTaskRepository(database.db, { now: options.now }), database, path }
+/** A repository on a fresh database of this test on `backend`, closed when the test ends. */
+async function openRepository (t: Test, backend: Backend, options: { now?: () => number } = {}): Promise<{ repository: TaskRepository, database: DatabaseConfig }> {
+  const database = await testDatabase(t, backend)
+  return { repository: (await openTestRepository(t, database, options)).repository, database }
 }
 
 /** A team's whole event log, parsed. */
@@ -36,8 +37,72 @@ async function thrown (fn: () => unknown): Promise<unknown> {
   return undefined
 }
 
-t.test('create, update and delete each append exactly one event; seq runs 1, 2, 3 per team with no gaps', async (t) => {
-  const { repository } = openRepository(t)
+interface Observer {
+  /** Whether a connection holds a transaction open (SQLite: a write transaction, the kind every mutation opens). */
+  transactionOpen (): boolean
+  /** The event as stored, if committed. */
+  committed (teamId: string, seq: number): LoggedEvent | undefined
+}
+
+/**
+ * Looks at the database from another connection, synchronously: this process runs nothing else
+ * meanwhile, so a transaction it finds open or an event it finds committed was so when it was
+ * called. SQLite: a connection of its own that never waits for a lock; PostgreSQL: psql, in a
+ * child process this one waits for.
+ */
+function synchronousObserver (t: Test, database: DatabaseConfig): Observer {
+  if (database.databaseUrl !== undefined) {
+    const url = database.databaseUrl
+    const query = (statement: string): string => execFileSync('psql', ['-X', '-q', '-t', '-A', '-v', 'ON_ERROR_STOP=1', '-d', url, '-c', statement], { encoding: 'utf8' }).trim()
+    return {
+      transactionOpen: () => Number(query("select count(*) from pg_stat_activity where datname = current_database() and state like 'idle in transaction%'")) > 0,
+      committed: (teamId, seq) => {
+        if (!/^[a-z]+$/.test(teamId) || !Number.isInteger(seq)) throw new TypeError('plain team ids and seqs only')
+        const row = query(`select json_build_object('teamId', team_id, 'seq', seq, 'payload', payload) from events where team_id = '${teamId}' and seq = ${seq}`)
+        return row === '' ? undefined : JSON.parse(row) as LoggedEvent
+      }
+    }
+  }
+  const sqlite = new Database(database.databasePath, { timeout: 0 })
+  t.teardown(() => { sqlite.close() })
+  return {
+    transactionOpen: () => {
+      try {
+        sqlite.exec('BEGIN IMMEDIATE')
+        sqlite.exec('ROLLBACK')
+        return false
+      } catch (err) {
+        if ((err as { code?: string }).code === 'SQLITE_BUSY') return true
+        throw err
+      }
+    },
+    committed: (teamId, seq) => sqlite.prepare('SELECT team_id AS teamId, seq, payload FROM events WHERE team_id = ? AND seq = ?').get(teamId, seq) as LoggedEvent | undefined
+  }
+}
+
+/** How many migrations the database recorded as applied, and how many its dialect's journal lists. */
+async function migrationCounts (database: DatabaseConfig): Promise<{ applied: number, journal: number }> {
+  const journalOf = (folder: 'drizzle' | 'drizzle-pg'): number => (JSON.parse(readFileSync(join(packageMigrationsFolder(folder), 'meta/_journal.json'), 'utf8')) as { entries: unknown[] }).entries.length
+  if (database.databaseUrl !== undefined) {
+    const client = new pg.Client({ connectionString: database.databaseUrl })
+    await client.connect()
+    try {
+      const { rows } = await client.query<{ n: number }>('select count(*)::int as n from drizzle.__drizzle_migrations')
+      return { applied: rows[0].n, journal: journalOf('drizzle-pg') }
+    } finally {
+      await client.end()
+    }
+  }
+  const sqlite = new Database(database.databasePath, { readonly: true })
+  try {
+    return { applied: (sqlite.prepare('SELECT count(*) AS n FROM __drizzle_migrations').get() as { n: number }).n, journal: journalOf('drizzle') }
+  } finally {
+    sqlite.close()
+  }
+}
+
+eachBackend(t, 'create, update and delete each append exactly one event; seq runs 1, 2, 3 per team with no gaps', async (t, backend) => {
+  const { repository } = await openRepository(t, backend)
   const red = (await repository.create('red', { title: 'a' }, alice)).task
   const blue = (await repository.create('blue', { title: 'b' }, alice)).task
   await repository.update('red', red.id, { status: 'done' }, alice)
@@ -53,9 +118,9 @@ t.test('create, update and delete each append exactly one event; seq runs 1, 2, 
   t.equal(await repository.headSeq('green'), 0)
 })
 
-t.test('each event payload carries type, team, seq, task id, the task after the change, changes, actor, time and mutation id', async (t) => {
+eachBackend(t, 'each event payload carries type, team, seq, task id, the task after the change, changes, actor, time and mutation id', async (t, backend) => {
   let clock = Date.UTC(2026, 0, 5, 9, 0, 0)
-  const { repository } = openRepository(t, { now: () => clock })
+  const { repository } = await openRepository(t, backend, { now: () => clock })
   const at0 = new Date(clock).toISOString()
   const created = await repository.create('red', { title: 'write tests', assignee: 'bob' }, { actor: 'alice', mutationId: 'm-create' })
   const id = created.task.id
@@ -90,8 +155,8 @@ t.test('each event payload carries type, team, seq, task id, the task after the 
   t.same(JSON.parse(JSON.stringify(updated.event)), updatedEvent, 'the returned event is the stored one')
 })
 
-t.test('a failing mutation changes nothing, appends no event and notifies no listener', async (t) => {
-  const { repository } = openRepository(t)
+eachBackend(t, 'a failing mutation changes nothing, appends no event and notifies no listener', async (t, backend) => {
+  const { repository } = await openRepository(t, backend)
   const task = (await repository.create('red', { title: 'a' }, alice)).task
   await repository.update('red', task.id, { title: 'a2' }, alice)
   await repository.create('blue', { title: 'b' }, alice)
@@ -118,8 +183,8 @@ t.test('a failing mutation changes nothing, appends no event and notifies no lis
   t.same(heard, [], 'no listener heard of a failed mutation')
 })
 
-t.test('a stale ifMatch error carries the current task; the current version (or *) succeeds', async (t) => {
-  const { repository } = openRepository(t)
+eachBackend(t, 'a stale ifMatch error carries the current task; the current version (or *) succeeds', async (t, backend) => {
+  const { repository } = await openRepository(t, backend)
   const task = (await repository.create('red', { title: 'a' }, alice)).task
   const current = (await repository.update('red', task.id, { title: 'b' }, alice)).task
   const error = await thrown(async () => await repository.update('red', task.id, { title: 'c' }, { ...alice, ifMatch: [1] }))
@@ -134,8 +199,8 @@ t.test('a stale ifMatch error carries the current task; the current version (or 
   t.same((await eventsOf(repository, 'red')).map((e) => e.type), ['task.created', 'task.updated', 'task.updated', 'task.updated', 'task.deleted'])
 })
 
-t.test('field-level last-write-wins: two updates of different fields made from the same version both survive', async (t) => {
-  const { repository } = openRepository(t)
+eachBackend(t, 'field-level last-write-wins: two updates of different fields made from the same version both survive', async (t, backend) => {
+  const { repository } = await openRepository(t, backend)
   const task = (await repository.create('red', { title: 'a' }, alice)).task
   // Both writers read version 1 and change a different field, without If-Match.
   await repository.update('red', task.id, { title: 'renamed' }, { actor: 'alice' })
@@ -145,8 +210,8 @@ t.test('field-level last-write-wins: two updates of different fields made from t
   t.same((await eventsOf(repository, 'red')).slice(1).map((e) => e.changes), [['title'], ['status']])
 })
 
-t.test('a patch that changes nothing appends no event and keeps the version', async (t) => {
-  const { repository } = openRepository(t)
+eachBackend(t, 'a patch that changes nothing appends no event and keeps the version', async (t, backend) => {
+  const { repository } = await openRepository(t, backend)
   const task = (await repository.create('red', { title: 'a', status: 'done' }, alice)).task
   const heard: LoggedEvent[] = []
   repository.onCommit((event) => { heard.push(event) })
@@ -161,9 +226,9 @@ t.test('a patch that changes nothing appends no event and keeps the version', as
   t.same(partly.event !== null && partly.event.type === 'task.updated' ? partly.event.changes : null, ['status'], 'only fields that really changed are listed')
 })
 
-t.test('list() returns the tasks in creation order and the seq it is current as of', async (t) => {
+eachBackend(t, 'list() returns the tasks in creation order and the seq it is current as of', async (t, backend) => {
   let clock = 1_000
-  const { repository } = openRepository(t, { now: () => clock++ })
+  const { repository } = await openRepository(t, backend, { now: () => clock++ })
   t.same(await repository.list('red'), { tasks: [], seq: 0, nextCursor: null })
   const a = (await repository.create('red', { title: 'a' }, alice)).task
   const b = (await repository.create('red', { title: 'b' }, alice)).task
@@ -175,13 +240,13 @@ t.test('list() returns the tasks in creation order and the seq it is current as 
   t.same((await repository.list('blue')).seq, 1)
 })
 
-t.test('onCommit listeners get each committed event once, after the commit', async (t) => {
-  const { repository, database, path } = openRepository(t)
-  // A second connection sees only committed data: what it reads in the listener proves the commit.
-  const observer = openRepository(t, { path }).repository
-  const heard: Array<{ event: LoggedEvent, inTransaction: boolean, committed: Promise<LoggedEvent[]> }> = []
+eachBackend(t, 'onCommit listeners get each committed event once, after the commit', async (t, backend) => {
+  const { repository, database } = await openRepository(t, backend)
+  // Another connection sees only committed data: what it reads while the listener runs proves the commit.
+  const observer = synchronousObserver(t, database)
+  const heard: Array<{ event: LoggedEvent, transactionOpen: boolean, committed: LoggedEvent | undefined }> = []
   const stop = repository.onCommit((event) => {
-    heard.push({ event, inTransaction: database.sqlite.inTransaction, committed: observer.eventsAfter(event.teamId, event.seq - 1, 1) })
+    heard.push({ event, transactionOpen: observer.transactionOpen(), committed: observer.committed(event.teamId, event.seq) })
   })
   const task = (await repository.create('red', { title: 'a' }, alice)).task
   await repository.update('red', task.id, { title: 'a' }, alice) // no-op: no event
@@ -193,26 +258,26 @@ t.test('onCommit listeners get each committed event once, after the commit', asy
   await repository.create('red', { title: 'after unsubscribe' }, alice)
 
   t.same(heard.map((h) => [h.event.teamId, h.event.seq]), [['red', 1], ['red', 2], ['blue', 1], ['red', 3]])
-  t.same(heard.map((h) => h.inTransaction), [false, false, false, false], 'no transaction is open while listeners run')
+  t.same(heard.map((h) => h.transactionOpen), [false, false, false, false], 'no transaction is open while listeners run')
   // The listener's event also says when it arrived (the start of its delivery lag); the log does not.
-  t.same(await Promise.all(heard.map(async (h) => await h.committed)), heard.map(({ event: { arrivedAt, ...stored } }) => [stored]), 'another connection already reads each event, payload and all')
+  t.same(heard.map((h) => h.committed), heard.map(({ event: { arrivedAt, ...stored } }) => stored), 'another connection already reads each event, payload and all')
   t.ok(heard.every((h) => typeof h.event.arrivedAt === 'number'), 'each committed event carries its arrival time')
 })
 
-t.test('migrations are safe to re-run: the same file opened twice (and again later) keeps its data and seq', async (t) => {
-  const { repository, path } = openRepository(t)
+eachBackend(t, 'migrations are safe to re-run: the same database opened twice (and again later) keeps its data and seq', async (t, backend) => {
+  const { repository, database } = await openRepository(t, backend)
   const first = (await repository.create('red', { title: 'a' }, alice)).task
 
-  const second = openRepository(t, { path })
+  const second = await openTestRepository(t, database)
   t.same(await second.repository.list('red'), { tasks: [first], seq: 1, nextCursor: null }, 'a second open while the first is still open')
   await second.repository.create('red', { title: 'b' }, alice)
   t.equal(await repository.headSeq('red'), 2, 'both connections share one sequence')
-  await second.database.close()
+  await second.close()
 
-  const third = openRepository(t, { path })
+  const third = await openTestRepository(t, database)
   t.equal((await third.repository.list('red')).tasks.length, 2)
   t.equal((await third.repository.create('red', { title: 'c' }, alice)).event?.seq, 3)
-  const journal = JSON.parse(readFileSync(join(defaultMigrationsFolder(), 'meta/_journal.json'), 'utf8')) as { entries: unknown[] }
-  const applied = third.database.sqlite.prepare('SELECT count(*) AS n FROM __drizzle_migrations').get() as { n: number }
-  t.equal(applied.n, journal.entries.length, 'each migration recorded once')
+  const { applied, journal } = await migrationCounts(database)
+  t.ok(journal > 0, 'the dialect has migrations')
+  t.equal(applied, journal, 'each migration recorded once')
 })
