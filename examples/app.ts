@@ -17,6 +17,8 @@ export interface ExampleConfig {
   databasePath?: string
   /** PostgreSQL: a connection URL (several hosts). */
   databaseUrl?: string
+  /** PostgreSQL's driver (default `pg`). */
+  databaseDriver?: 'pg' | 'postgres'
   redisUrl?: string
   jwtSecret: string
   /** `true` logs to stdout at info; Fastify logger options (tests capture the log with a stream). */
@@ -81,7 +83,7 @@ export async function buildExampleApp (config: ExampleConfig): Promise<FastifyIn
     authenticate: jwtAuthenticator(config.jwtSecret),
     // The same check of a bare token: open sockets take a fresh JWT without reconnecting.
     authenticateToken: jwtVerifier(config.jwtSecret),
-    database: config.databaseUrl === undefined ? { databasePath: config.databasePath } : { url: config.databaseUrl },
+    database: databaseOptions(config),
     broker: { ...config.realtime?.broker, redis: config.redisUrl }
   })
   await app.register(atlasAccessLog)
@@ -196,4 +198,10 @@ function findDir (candidates: string[], file: string): string {
     if (existsSync(`${dir}/${file}`)) return dir
   }
   throw new Error(`example: cannot find ${file} in ${candidates.join(' or ')}`)
+}
+
+/** The suite's database options: PostgreSQL for a URL, else the SQLite file (no key left undefined). */
+function databaseOptions ({ databasePath, databaseUrl, databaseDriver }: ExampleConfig): AtlasRealtimeOptions['database'] {
+  if (databaseUrl === undefined) return { databasePath }
+  return databaseDriver === undefined ? { url: databaseUrl } : { url: databaseUrl, driver: databaseDriver }
 }

@@ -17,6 +17,9 @@ const host = process.env.HOST ?? '127.0.0.1'
 // DATABASE_URL: PostgreSQL, for several hosts; otherwise the SQLite file DATABASE_PATH.
 const databaseUrl = process.env.DATABASE_URL || undefined
 const databasePath = databaseUrl === undefined ? resolve(process.env.DATABASE_PATH ?? 'data/atlas.db') : undefined
+// DATABASE_DRIVER=postgres: postgres.js instead of node-postgres (the benchmark compares them).
+const databaseDriver = process.env.DATABASE_DRIVER || undefined
+if (databaseDriver !== undefined && databaseDriver !== 'pg' && databaseDriver !== 'postgres') throw new Error(`DATABASE_DRIVER must be pg or postgres (got ${JSON.stringify(databaseDriver)})`)
 const redisUrl = process.env.REDIS_URL || undefined
 const configuredSecret = process.env.JWT_SECRET
 // With no secret configured, a fresh random one per start: the printed demo tokens work, and
@@ -71,7 +74,7 @@ const metricsSwitch = process.env.METRICS ?? ''
 if (!['', 'on', 'off'].includes(metricsSwitch)) throw new Error(`METRICS must be on or off (got ${JSON.stringify(metricsSwitch)})`)
 const metrics = metricsSwitch === 'off' ? { metrics: false as const } : {}
 
-const app = await buildExampleApp({ databasePath, databaseUrl, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens, adminToken, https, hstsMaxAgeSeconds, trustProxy, realtime: { ...metrics, routes: { maxMutationsPerUser }, websocket: { maxConnectionsPerUser, allowedOrigins } } })
+const app = await buildExampleApp({ databasePath, databaseUrl, databaseDriver, redisUrl, jwtSecret, logger: process.env.LOG !== 'off', demoTokens, adminToken, https, hstsMaxAgeSeconds, trustProxy, realtime: { ...metrics, routes: { maxMutationsPerUser }, websocket: { maxConnectionsPerUser, allowedOrigins } } })
 await app.listen({ port, host })
 
 // The port listened on (PORT=0: one the system chose).

@@ -1,11 +1,8 @@
 import { openDatabase, type OpenDatabaseOptions } from './db/open.js'
-import { openPostgres } from './db/postgres.js'
+import { openPostgres, type PostgresDriver } from './db/postgres.js'
 import { PostgresTaskRepository } from './postgres-repository.js'
 import type { TaskRepository, TaskRepositoryOptions } from './repository.js'
 import { SqliteTaskRepository } from './sqlite-repository.js'
-
-/** The defaults of the PostgreSQL options (atlasRepository's options document them). */
-export const POSTGRES_DEFAULTS = { poolSize: 10, connectTimeoutMs: 5000 } as const
 
 export interface OpenRepositoryOptions extends TaskRepositoryOptions, Partial<Omit<OpenDatabaseOptions, 'path'>> {
   /** SQLite: the file, or ':memory:'. Exactly one of `databasePath` and `url`. */
@@ -14,8 +11,9 @@ export interface OpenRepositoryOptions extends TaskRepositoryOptions, Partial<Om
   url?: string
   poolSize?: number
   connectTimeoutMs?: number
+  statementTimeoutMs?: number
   /** PostgreSQL's driver: node-postgres (`pg`, the default) or postgres.js (`postgres`, an optional peer). */
-  driver?: 'pg' | 'postgres'
+  driver?: PostgresDriver
   /** PostgreSQL: told when an idle connection failed (the pool replaces it); never fatal. */
   onConnectionError?: (err: Error) => void
 }
@@ -35,8 +33,9 @@ export async function openRepository (options: OpenRepositoryOptions): Promise<O
   if (url !== undefined) {
     const opened = await openPostgres({
       url,
-      poolSize: options.poolSize ?? POSTGRES_DEFAULTS.poolSize,
-      connectTimeoutMs: options.connectTimeoutMs ?? POSTGRES_DEFAULTS.connectTimeoutMs,
+      poolSize: options.poolSize,
+      connectTimeoutMs: options.connectTimeoutMs,
+      statementTimeoutMs: options.statementTimeoutMs,
       migrationsFolder: options.migrationsFolder,
       driver: options.driver,
       onError: options.onConnectionError

@@ -2,7 +2,8 @@ import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { DATABASE_DEFAULTS } from '../lib/db/open.js'
-import { openRepository, POSTGRES_DEFAULTS } from '../lib/open-repository.js'
+import { openRepository } from '../lib/open-repository.js'
+import { POSTGRES_DEFAULTS, type PostgresDriver } from '../lib/db/postgres.js'
 import type { TaskRepository } from '../lib/repository.js'
 import { OptionError } from '../lib/errors.js'
 import { group, integer, optionsChecker, string, type OptionsOf } from './options.js'
@@ -17,6 +18,15 @@ export const AtlasRepositoryOptionsSchema = group({
   connectTimeoutMs: Type.Optional(integer({
     default: POSTGRES_DEFAULTS.connectTimeoutMs,
     description: 'PostgreSQL: how long start-up waits for the server before failing with `ATLAS_ERR_DATABASE_UNREACHABLE`, and how long a query waits for a connection before failing with 503 `DATABASE_UNAVAILABLE`, in ms.'
+  })),
+  statementTimeoutMs: Type.Optional(integer({
+    default: POSTGRES_DEFAULTS.statementTimeoutMs,
+    description: 'PostgreSQL: the longest one statement may run, lock waits included, in ms; past it the request fails with 503 `DATABASE_UNAVAILABLE` and nothing is changed.'
+  })),
+  driver: Type.Optional(string({
+    default: POSTGRES_DEFAULTS.driver,
+    pattern: /^(pg|postgres)$/,
+    description: 'PostgreSQL: the driver, `pg` (node-postgres) or `postgres` (postgres.js, an optional peer dependency: install it to use it). README "Deploying on several hosts" says why `pg` is the default.'
   })),
   busyTimeoutMs: Type.Optional(integer({
     allowZero: true,
@@ -50,6 +60,8 @@ const repositoryPlugin: FastifyPluginAsync<AtlasRepositoryOptions> = async (fast
   }
   const opened = await openRepository({
     ...options,
+    // The pattern admitted only these two.
+    driver: options.driver as PostgresDriver,
     onCheckpointFailure: (err) => { fastify.log.warn({ err }, 'atlas: WAL checkpoint thread failed; SQLite checkpoints on commit again') },
     onConnectionError: (err) => { fastify.log.warn({ err }, 'atlas: a PostgreSQL connection failed; queries reconnect') }
   })
