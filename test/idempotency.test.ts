@@ -1,30 +1,27 @@
 /**
  * Durable idempotency: a mutation retried with the same Idempotency-Key is applied once (one
  * task, one event), the retry gets the original result, a key reused for a different request
- * is refused with 409 and changes nothing, and all of this survives a restart (SQLite).
+ * is refused with 409 and changes nothing, and all of this survives a restart, on SQLite and on PostgreSQL.
  */
 import t from 'tap'
-import Database from 'better-sqlite3'
+import type { TaskRepository } from '../lib/repository.js'
 import { api, connectClient, startInstance, tokenFor } from './helpers/app.js'
+import { eachBackend, openTestRepository, testDatabase } from './helpers/backends.js'
 import { pingPong, seqsOf } from './helpers/ws-client.js'
 
-function counts (path: string): { tasks: number, events: number, head: number } {
-  const db = new Database(path, { readonly: true })
-  try {
-    const one = (sql: string): number => (db.prepare(sql).get() as { n: number | null }).n ?? 0
-    return {
-      tasks: one("select count(*) as n from tasks where team_id = 'red'"),
-      events: one("select count(*) as n from events where team_id = 'red'"),
-      head: one("select seq as n from team_sequences where team_id = 'red'")
-    }
-  } finally {
-    db.close()
+/** What team red holds, read through a repository of the test's own (it outlives the instances). */
+async function counts (repository: TaskRepository): Promise<{ tasks: number, events: number, head: number }> {
+  return {
+    tasks: (await repository.list('red')).tasks.length,
+    events: (await repository.eventsAfter('red', 0, 10_000)).length,
+    head: await repository.headSeq('red')
   }
 }
 
-t.test('retries with the same Idempotency-Key are applied once, also after a restart', async (t) => {
-  const databasePath = `${t.testdir()}/atlas.db`
-  const first = await startInstance(t, { databasePath })
+eachBackend(t, 'retries with the same Idempotency-Key are applied once, also after a restart', async (t, backend) => {
+  const database = await testDatabase(t, backend)
+  const { repository } = await openTestRepository(t, database)
+  const first = await startInstance(t, { ...database })
   const alice = await tokenFor('alice', ['red'])
   const client = await connectClient(t, first, alice)
   const key = (k: string): Record<string, string> => ({ 'idempotency-key': k })
@@ -37,13 +34,13 @@ t.test('retries with the same Idempotency-Key are applied once, also after a res
   t.equal(retried.status, 200, 'the retry is answered with the stored result')
   t.equal(retried.headers.get('idempotency-replayed'), 'true')
   t.same(retried.body, created.body, 'the same task, id and all')
-  t.same(counts(databasePath), { tasks: 1, events: 1, head: 1 }, 'one task, one event')
+  t.same(await counts(repository), { tasks: 1, events: 1, head: 1 }, 'one task, one event')
 
   // Same key, different request: 409, nothing changes.
   const conflict = await api(first.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'pay rent twice' }, headers: key('create-1') })
   t.equal(conflict.status, 409)
   t.equal(conflict.body.code, 'MUTATION_ID_CONFLICT')
-  t.same(counts(databasePath), { tasks: 1, events: 1, head: 1 }, 'the conflicting request changed nothing')
+  t.same(await counts(repository), { tasks: 1, events: 1, head: 1 }, 'the conflicting request changed nothing')
 
   // Update, retried: one version bump, one event.
   const id = created.body.id as string
@@ -66,13 +63,13 @@ t.test('retries with the same Idempotency-Key are applied once, also after a res
   t.same(seqsOf(client.events, 'red'), [1, 2, 3], 'clients saw each applied mutation once')
   t.same(client.events.map((e) => [e.type, e.mutationId]), [['task.created', 'create-1'], ['task.updated', 'patch-1'], ['task.created', 'create-1']])
 
-  // Restart: a new process on the same file still knows the keys.
+  // Restart: a new instance on the same database still knows the keys.
   await first.close()
-  const second = await startInstance(t, { databasePath })
+  const second = await startInstance(t, { ...database })
   const afterRestart = await api(second.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'pay rent' }, headers: key('create-1') })
   t.equal(afterRestart.status, 200)
   t.equal(afterRestart.headers.get('idempotency-replayed'), 'true')
-  t.same(afterRestart.body, created.body, 'the original result, from SQLite')
+  t.same(afterRestart.body, created.body, 'the original result, from the database')
   const patchAfterRestart = await api(second.baseUrl, 'PATCH', `/teams/red/tasks/${id}`, { token: alice, body: { status: 'in_progress' }, headers: key('patch-1') })
   t.same(patchAfterRestart.body, patched.body)
   const conflictAfterRestart = await api(second.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'other' }, headers: key('create-1') })
@@ -84,17 +81,18 @@ t.test('retries with the same Idempotency-Key are applied once, also after a res
   const deletedAgain = await api(second.baseUrl, 'DELETE', `/teams/red/tasks/${id}`, { token: alice, headers: key('delete-1') })
   t.equal(deletedAgain.status, 204, 'a retried delete is not a 404')
   t.equal(deletedAgain.headers.get('idempotency-replayed'), 'true')
-  t.same(counts(databasePath), { tasks: 1, events: 4, head: 4 }, 'create, update, bob\'s create, delete: four events, no more')
+  t.same(await counts(repository), { tasks: 1, events: 4, head: 4 }, 'create, update, bob\'s create, delete: four events, no more')
 })
 
-t.test('concurrent retries on two instances sharing the file are applied once', async (t) => {
-  const databasePath = `${t.testdir()}/atlas.db`
-  const a = await startInstance(t, { databasePath })
-  const b = await startInstance(t, { databasePath })
+eachBackend(t, 'concurrent retries on two instances sharing the database are applied once', async (t, backend) => {
+  const database = await testDatabase(t, backend)
+  const { repository } = await openTestRepository(t, database)
+  const a = await startInstance(t, { ...database })
+  const b = await startInstance(t, { ...database })
   const alice = await tokenFor('alice', ['red'])
   const responses = await Promise.all(Array.from({ length: 10 }, async (_, i) =>
     await api(i % 2 === 0 ? a.baseUrl : b.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'once' }, headers: { 'idempotency-key': 'same-key' } })))
   t.same(responses.map((r) => r.status).sort(), [200, 200, 200, 200, 200, 200, 200, 200, 200, 201], 'one 201, the rest replays')
   t.equal(new Set(responses.map((r) => r.body.id)).size, 1, 'all answered with the same task')
-  t.same(counts(databasePath), { tasks: 1, events: 1, head: 1 })
+  t.same(await counts(repository), { tasks: 1, events: 1, head: 1 })
 })
