@@ -1,16 +1,16 @@
 import t, { type Test } from 'tap'
-import { join } from 'node:path'
 import { api, connectClient, seqRange, startInstance, tokenFor, type Instance } from './helpers/app.js'
+import { eachBackend, testDatabase, type Backend } from './helpers/backends.js'
 import { startRedis } from './helpers/redis.js'
 import { seqsOf, type TestClient } from './helpers/ws-client.js'
 
-/** Two instances of the example API sharing one private redis-server and one SQLite file. */
-async function setup (t: Test) {
+/** Two instances of the example API sharing one private redis-server and one database. */
+async function setup (t: Test, backend: Backend) {
   const redis = await startRedis(t)
-  const databasePath = join(t.testdir(), 'atlas.db')
+  const database = await testDatabase(t, backend)
   const instances = [
-    await startInstance(t, { databasePath, redisUrl: redis.url }),
-    await startInstance(t, { databasePath, redisUrl: redis.url })
+    await startInstance(t, { ...database, redisUrl: redis.url }),
+    await startInstance(t, { ...database, redisUrl: redis.url })
   ]
   const alice = await tokenFor('alice', ['red'])
   const carol = await tokenFor('carol', ['blue'])
@@ -25,8 +25,8 @@ async function allReach (clients: TestClient[], team: string, seq: number): Prom
   await Promise.all(clients.map(async (c) => { await c.waitFor(`${team} seq ${seq}`, () => c.lastSeq(team) >= seq) }))
 }
 
-t.test('a mutation on one instance reaches a client on the other, both ways', async (t) => {
-  const { instances: [one, two], alice, create } = await setup(t)
+eachBackend(t, 'a mutation on one instance reaches a client on the other, both ways', async (t, backend) => {
+  const { instances: [one, two], alice, create } = await setup(t, backend)
   const onOne = await connectClient(t, one, alice)
   const onTwo = await connectClient(t, two, alice)
   await create(one, 'red')
@@ -38,8 +38,8 @@ t.test('a mutation on one instance reaches a client on the other, both ways', as
   t.same(onOne.events, onTwo.events, 'both got the same events')
 })
 
-t.test('with mutations interleaved across both instances, clients on both get the same seq run, once each', async (t) => {
-  const { instances: [one, two], alice, create } = await setup(t)
+eachBackend(t, 'with mutations interleaved across both instances, clients on both get the same seq run, once each', async (t, backend) => {
+  const { instances: [one, two], alice, create } = await setup(t, backend)
   const clients = [
     await connectClient(t, one, alice), await connectClient(t, one, alice),
     await connectClient(t, two, alice), await connectClient(t, two, alice)
@@ -59,8 +59,8 @@ t.test('with mutations interleaved across both instances, clients on both get th
   t.same((await two.app.taskRepository.list('red')).seq, total)
 })
 
-t.test("neither instance delivers one team's events to another team's client", async (t) => {
-  const { instances: [one, two], alice, carol, create } = await setup(t)
+eachBackend(t, "neither instance delivers one team's events to another team's client", async (t, backend) => {
+  const { instances: [one, two], alice, carol, create } = await setup(t, backend)
   const reds = [await connectClient(t, one, alice), await connectClient(t, two, alice)]
   const blues = [await connectClient(t, one, carol), await connectClient(t, two, carol)]
   for (let i = 0; i < 3; i++) {
