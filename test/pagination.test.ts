@@ -1,20 +1,19 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import Fastify from 'fastify'
 import { join } from 'node:path'
-import { openDatabase } from '../lib/db/open.js'
-import { SqliteTaskRepository } from '../lib/sqlite-repository.js'
 import type { Task, TaskEvent } from '../protocol/schemas.js'
 import { atlasRealtime } from '../plugins/index.js'
 import { api, startInstance, tokenFor, type Instance } from './helpers/app.js'
+import { eachBackend, openTestRepository, testDatabase, type Backend } from './helpers/backends.js'
 
 interface Page { tasks: Task[], seq: number, nextCursor: string | null }
 
-async function setup (t: Parameters<typeof startInstance>[0] & { testdir (): string }, routes: Record<string, unknown> = {}): Promise<{
+async function setup (t: Test, backend: Backend, routes: Record<string, unknown> = {}): Promise<{
   instance: Instance
   page: (query?: string) => Promise<{ status: number, body: any }>
   create: (title: string) => Promise<Task>
 }> {
-  const instance = await startInstance(t, { databasePath: join(t.testdir(), 'atlas.db'), realtime: { routes } })
+  const instance = await startInstance(t, { ...await testDatabase(t, backend), realtime: { routes } })
   const alice = await tokenFor('alice', ['red'])
   const page = async (query = ''): Promise<{ status: number, body: any }> => await api(instance.baseUrl, 'GET', `/teams/red/tasks${query}`, { token: alice })
   const create = async (title: string): Promise<Task> => (await api<Task>(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title } })).body
@@ -35,8 +34,8 @@ async function allPages (page: (query?: string) => Promise<{ status: number, bod
   return pages
 }
 
-t.test('pages follow the list order, each current as of its seq, the last with nextCursor null', async (t) => {
-  const { page, create } = await setup(t)
+eachBackend(t, 'pages follow the list order, each current as of its seq, the last with nextCursor null', async (t, backend) => {
+  const { page, create } = await setup(t, backend)
   const created: Task[] = []
   for (let i = 0; i < 10; i++) created.push(await create(`task ${i}`))
   const whole = await page()
@@ -56,8 +55,8 @@ t.test('pages follow the list order, each current as of its seq, the last with n
   t.equal(single.body.tasks.length, 10)
 })
 
-t.test('inserts and deletes between pages: no task twice, none skipped, events after the first seq converge', async (t) => {
-  const { instance, page, create } = await setup(t)
+eachBackend(t, 'inserts and deletes between pages: no task twice, none skipped, events after the first seq converge', async (t, backend) => {
+  const { instance, page, create } = await setup(t, backend)
   const alice = await tokenFor('alice', ['red'])
   const created: Task[] = []
   for (let i = 0; i < 9; i++) created.push(await create(`task ${i}`))
@@ -97,10 +96,8 @@ t.test('inserts and deletes between pages: no task twice, none skipped, events a
   t.same([...tasks.values()].sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id)), now.tasks, 'converged on the list as it is now')
 })
 
-t.test('tasks created in the same millisecond page by id, without loss', async (t) => {
-  const database = openDatabase({ path: join(t.testdir(), 'atlas.db') })
-  t.teardown(async () => { await database.close() })
-  const repository = new SqliteTaskRepository(database.db, { now: () => 1_800_000_000_000 })
+eachBackend(t, 'tasks created in the same millisecond page by id, without loss', async (t, backend) => {
+  const { repository } = await openTestRepository(t, await testDatabase(t, backend), { now: () => 1_800_000_000_000 })
   const ids: string[] = []
   for (let i = 0; i < 7; i++) ids.push((await repository.create('red', { title: `t${i}` }, { actor: 'alice' })).task.id)
   ids.sort()
@@ -116,8 +113,8 @@ t.test('tasks created in the same millisecond page by id, without loss', async (
   t.equal((await repository.list('blue', { limit: 2 })).nextCursor, null, 'an empty team is one empty page')
 })
 
-t.test('a bad cursor is 400 INVALID_CURSOR; a bad limit is 400 INVALID_LIMIT; the default page size applies', async (t) => {
-  const { page, create } = await setup(t, { pageSize: 4, maxPageSize: 6 })
+eachBackend(t, 'a bad cursor is 400 INVALID_CURSOR; a bad limit is 400 INVALID_LIMIT; the default page size applies', async (t, backend) => {
+  const { page, create } = await setup(t, backend, { pageSize: 4, maxPageSize: 6 })
   for (let i = 0; i < 7; i++) await create(`task ${i}`)
   const good = (await page('?limit=2')).body as Page
   const valid = good.nextCursor as string
@@ -146,14 +143,17 @@ t.test('a bad cursor is 400 INVALID_CURSOR; a bad limit is 400 INVALID_LIMIT; th
   t.equal((await page(`?cursor=${byDefault.nextCursor as string}`)).body.tasks.length, 3)
 })
 
-t.test('the default page is 500 tasks, and page options are checked at registration', async (t) => {
-  const { instance, page } = await setup(t)
+eachBackend(t, 'the default page is 500 tasks', async (t, backend) => {
+  const { instance, page } = await setup(t, backend)
   for (let i = 0; i < 501; i++) await instance.app.taskRepository.create('red', { title: `t${i}` }, { actor: 'alice' })
   const first = (await page()).body as Page
   t.equal(first.tasks.length, 500)
   t.equal((await page(`?cursor=${first.nextCursor as string}`)).body.tasks.length, 1)
   t.equal((await page('?limit=1001')).body.code, 'INVALID_LIMIT', 'the default maximum is 1000')
+})
 
+// Options refused before any database is used: one backend is enough.
+t.test('page options are checked at registration', async (t) => {
   for (const [routes, message] of [
     [{ pageSize: 0 }, /option pageSize must be a positive integer/],
     [{ maxPageSize: 1.5 }, /option maxPageSize must be a positive integer/],
