@@ -2,36 +2,30 @@
  * Retention of the event log: the hub prunes on its interval, a resume from before the retained
  * history is told to resync, the outbox (unpublished events) and everything after it are never
  * pruned, a stream that falls behind pruned history tells its clients instead of skipping, and
- * mutation ids are remembered for their TTL only.
+ * mutation ids are remembered for their TTL only. Each on SQLite and on PostgreSQL.
  */
 import t from 'tap'
-import Database from 'better-sqlite3'
-import { openDatabase } from '../lib/db/open.js'
 import { kBeforePublish } from '../lib/outbox-relay.js'
-import { SqliteTaskRepository } from '../lib/sqlite-repository.js'
+import type { TaskRepository } from '../lib/repository.js'
 import type { LoggedEvent } from '../lib/types.js'
 import { MemoryBus } from '../lib/memory-broker.js'
 import { api, connectClient, seqRange, startInstance, tokenFor, waitUntil } from './helpers/app.js'
+import { eachBackend, openTestRepository, testDatabase } from './helpers/backends.js'
 import { pingPong, seqsOf } from './helpers/ws-client.js'
 
-function eventSeqs (path: string, team: string): number[] {
-  const db = new Database(path, { readonly: true })
-  try {
-    return (db.prepare('select seq from events where team_id = ? order by seq').all(team) as Array<{ seq: number }>).map((r) => r.seq)
-  } finally {
-    db.close()
-  }
+/** The seqs a team's log still holds. */
+async function eventSeqs (repository: TaskRepository, team: string): Promise<number[]> {
+  return (await repository.eventsAfter(team, 0, 10_000)).map((event) => event.seq)
 }
 
-t.test('the hub prunes on its interval; resumes before the retained history resync, after it replay', async (t) => {
-  const databasePath = `${t.testdir()}/atlas.db`
-  const instance = await startInstance(t, { databasePath, realtime: { hub: { retention: { maxEventsPerTeam: 5, pruneIntervalMs: 50 } } } })
+eachBackend(t, 'the hub prunes on its interval; resumes before the retained history resync, after it replay', async (t, backend) => {
+  const instance = await startInstance(t, { ...await testDatabase(t, backend), realtime: { hub: { retention: { maxEventsPerTeam: 5, pruneIntervalMs: 50 } } } })
   const alice = await tokenFor('alice', ['red'])
   for (let i = 1; i <= 20; i++) {
     t.equal((await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: `t${i}` } })).status, 201)
   }
   await waitUntil('the log pruned to the last 5 events', async () => (await instance.app.taskRepository.history('red')).prunedThrough === 15)
-  t.same(eventSeqs(databasePath, 'red'), seqRange(16, 20))
+  t.same(await eventSeqs(instance.app.taskRepository, 'red'), seqRange(16, 20))
   t.equal(await instance.app.taskRepository.headSeq('red'), 20, 'pruning never moves the head back')
 
   const stale = await connectClient(t, instance, alice, { since: { red: 10 } })
@@ -51,12 +45,12 @@ t.test('the hub prunes on its interval; resumes before the retained history resy
   t.same(seqsOf(stale.events, 'red'), [21], 'the resynced client gets the live stream from the resync seq on')
 })
 
-t.test('unpublished events (the outbox) and everything after them are never pruned', async (t) => {
-  const databasePath = `${t.testdir()}/atlas.db`
+eachBackend(t, 'unpublished events (the outbox) and everything after them are never pruned', async (t, backend) => {
+  const database = await testDatabase(t, backend)
   const memoryBus = new MemoryBus()
   let lost = false
   const instance = await startInstance(t, {
-    databasePath,
+    ...database,
     realtime: {
       broker: { memoryBus },
       hub: {
@@ -72,28 +66,26 @@ t.test('unpublished events (the outbox) and everything after them are never prun
   await waitUntil('all but seq 3 published', async () => (await repository.unpublished(Date.now() + 1000, 10)).length === 1)
   await retention.prune()
   t.same(await repository.history('red'), { head: 10, prunedThrough: 2 }, 'pruning stops before the unpublished event')
-  t.same(eventSeqs(databasePath, 'red'), seqRange(3, 10))
+  t.same(await eventSeqs(repository, 'red'), seqRange(3, 10))
 
   // Another instance starts: its start-up relay publishes the outbox, and pruning can go on.
-  await startInstance(t, { databasePath, realtime: { broker: { memoryBus } } })
+  await startInstance(t, { ...database, realtime: { broker: { memoryBus } } })
   await waitUntil('seq 3 relayed and marked', async () => (await repository.unpublished(Date.now() + 1000, 10)).length === 0)
   await retention.prune()
   t.same(await repository.history('red'), { head: 10, prunedThrough: 8 })
-  t.same(eventSeqs(databasePath, 'red'), [9, 10])
+  t.same(await eventSeqs(repository, 'red'), [9, 10])
 })
 
-t.test('a stream that falls behind pruned history tells its clients to resync instead of skipping silently', async (t) => {
-  const databasePath = `${t.testdir()}/atlas.db`
-  const instance = await startInstance(t, { databasePath })
+eachBackend(t, 'a stream that falls behind pruned history tells its clients to resync instead of skipping silently', async (t, backend) => {
+  const database = await testDatabase(t, backend)
+  const instance = await startInstance(t, { ...database })
   const alice = await tokenFor('alice', ['red'])
   const client = await connectClient(t, instance, alice)
   t.equal((await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'seen' } })).status, 201)
   await client.waitFor('seq 1', () => client.events.length === 1)
 
   // Another writer whose messages never reached this instance, then retention ran.
-  const other = openDatabase({ path: databasePath })
-  t.teardown(() => { other.close() })
-  const writer = new SqliteTaskRepository(other.db)
+  const { repository: writer } = await openTestRepository(t, database)
   const written: number[] = []
   for (let i = 0; i < 10; i++) written.push((await writer.create('red', { title: `elsewhere ${i}` }, { actor: 'carol' })).event?.seq ?? 0)
   // seq 1 too: its publish succeeded, but the instance records that in batches, maybe not yet.
@@ -108,9 +100,8 @@ t.test('a stream that falls behind pruned history tells its clients to resync in
   t.same(stream, [1, 'resync:8:history_pruned', 9, 10, 11, 12], 'the hole 2-8 is announced, then the stream goes on')
 })
 
-t.test('mutation ids are forgotten after their TTL', async (t) => {
-  const databasePath = `${t.testdir()}/atlas.db`
-  const instance = await startInstance(t, { databasePath, realtime: { hub: { retention: { mutationIdTtlMs: 1, pruneIntervalMs: 0 } } } })
+eachBackend(t, 'mutation ids are forgotten after their TTL', async (t, backend) => {
+  const instance = await startInstance(t, { ...await testDatabase(t, backend), realtime: { hub: { retention: { mutationIdTtlMs: 1, pruneIntervalMs: 0 } } } })
   const alice = await tokenFor('alice', ['red'])
   const headers = { 'idempotency-key': 'short-lived' }
   const first = await api(instance.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'a' }, headers })
