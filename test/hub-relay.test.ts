@@ -1,11 +1,10 @@
 import t from 'tap'
-import { openDatabase } from '../lib/db/open.js'
 import type { Broker, BrokerHandlers } from '../lib/broker.js'
 import { Hub } from '../lib/hub.js'
 import { silentLogger } from '../lib/logger.js'
 import { OutboxRelay } from '../lib/outbox-relay.js'
-import { SqliteTaskRepository } from '../lib/sqlite-repository.js'
 import type { LoggedEvent } from '../lib/types.js'
+import { eachBackend, openTestRepository, testDatabase } from './helpers/backends.js'
 
 /**
  * A broker whose PUBLISH outcome the test decides, one call at a time: the hub's outbox logic
@@ -45,12 +44,10 @@ class GatedBroker implements Broker {
   }
 }
 
-t.test('a relay asked for while one is still running runs when it ends, so nothing refused meanwhile stays behind', async (t) => {
-  const database = openDatabase({ path: `${t.testdir()}/atlas.db` })
-  t.teardown(async () => { await database.close() })
+eachBackend(t, 'a relay asked for while one is still running runs when it ends, so nothing refused meanwhile stays behind', async (t, backend) => {
   // Its clock runs a minute ahead (another machine's, or simply this same millisecond): the
   // start-up relay must take every unpublished event, not only those older than "now".
-  const repository = new SqliteTaskRepository(database.db, { now: () => Date.now() + 60_000 })
+  const { repository } = await openTestRepository(t, await testDatabase(t, backend), { now: () => Date.now() + 60_000 })
   // Committed by a process that died before publishing.
   await repository.create('red', { title: 'left unpublished' }, { actor: 'carol' })
   const broker = new GatedBroker()
