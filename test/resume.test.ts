@@ -2,13 +2,14 @@
  * Resume: a client whose socket is cut mid-burst reconnects with the last seq it holds and gets
  * exactly what it missed, then the live stream, with neither hole nor duplicate at the seam. When
  * the log cannot serve its seq it is told to resync, and the list endpoint's `seq` lets it go on
- * without a hole. Two instances share one SQLite file and an in-process bus.
+ * without a hole. Two instances share one database (SQLite, then PostgreSQL) and an in-process bus.
  */
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { MemoryBus } from '../lib/memory-broker.js'
 import type { Task } from '../protocol/schemas.js'
 import { api, connectClient, seqRange, startInstance, tokenFor, waitUntil } from './helpers/app.js'
+import { eachBackend, testDatabase, type Backend } from './helpers/backends.js'
 import { pingPong, seqsOf, TestClient } from './helpers/ws-client.js'
 
 /**
@@ -24,16 +25,16 @@ async function burst (app: FastifyInstance, team: string, count: number, prefix 
   return last
 }
 
-async function twoInstances (t: Test): Promise<[Awaited<ReturnType<typeof startInstance>>, Awaited<ReturnType<typeof startInstance>>]> {
-  const databasePath = `${t.testdir()}/atlas.db`
+async function twoInstances (t: Test, backend: Backend): Promise<[Awaited<ReturnType<typeof startInstance>>, Awaited<ReturnType<typeof startInstance>>]> {
+  const database = await testDatabase(t, backend)
   const memoryBus = new MemoryBus()
-  const a = await startInstance(t, { databasePath, realtime: { broker: { memoryBus } } })
-  const b = await startInstance(t, { databasePath, realtime: { broker: { memoryBus } } })
+  const a = await startInstance(t, { ...database, realtime: { broker: { memoryBus } } })
+  const b = await startInstance(t, { ...database, realtime: { broker: { memoryBus } } })
   return [a, b]
 }
 
-t.test('client-side cut mid-burst, resume on the other instance with since=team:seq', async (t) => {
-  const [a, b] = await twoInstances(t)
+eachBackend(t, 'client-side cut mid-burst, resume on the other instance with since=team:seq', async (t, backend) => {
+  const [a, b] = await twoInstances(t, backend)
   const alice = await tokenFor('alice', ['red'])
   const first = await connectClient(t, a, alice)
   const total = 400
@@ -56,8 +57,8 @@ t.test('client-side cut mid-burst, resume on the other instance with since=team:
   t.equal(Number(subscribed?.seq) - held, Number(subscribed?.replayed), 'the subscribed frame counts the replayed events')
 })
 
-t.test('server-side cut mid-burst, resume with a subscribe frame carrying since', async (t) => {
-  const [a, b] = await twoInstances(t)
+eachBackend(t, 'server-side cut mid-burst, resume with a subscribe frame carrying since', async (t, backend) => {
+  const [a, b] = await twoInstances(t, backend)
   const alice = await tokenFor('alice', ['red', 'blue'])
   const first = await connectClient(t, b, alice, { teams: ['red'] })
   const total = 300
@@ -79,9 +80,8 @@ t.test('server-side cut mid-burst, resume with a subscribe frame carrying since'
   t.same([...seqsOf(first.events, 'red'), ...seqsOf(second.events, 'red')], seqRange(1, total), 'nothing missing, nothing twice, in order')
 })
 
-t.test('resync: history pruned, ahead of the log, and continuing from the list seq without a hole', async (t) => {
-  const databasePath = `${t.testdir()}/atlas.db`
-  const instance = await startInstance(t, { databasePath, realtime: { hub: { retention: { maxEventsPerTeam: 10, pruneIntervalMs: 0 } } } })
+eachBackend(t, 'resync: history pruned, ahead of the log, and continuing from the list seq without a hole', async (t, backend) => {
+  const instance = await startInstance(t, { ...await testDatabase(t, backend), realtime: { hub: { retention: { maxEventsPerTeam: 10, pruneIntervalMs: 0 } } } })
   const { app } = instance
   const alice = await tokenFor('alice', ['red'])
   for (let i = 1; i <= 30; i++) await app.taskRepository.create('red', { title: `task ${i}` }, { actor: 'alice' })
@@ -133,8 +133,8 @@ t.test('resync: history pruned, ahead of the log, and continuing from the list s
   t.same([...state.values()].sort((x, y) => x.id.localeCompare(y.id)), now.body.tasks.sort((x, y) => x.id.localeCompare(y.id)), 'list + events after its seq = the current state')
 })
 
-t.test('a resume on a connection is served in one step with joining: a burst during many resumes leaves no seam', async (t) => {
-  const [a, b] = await twoInstances(t)
+eachBackend(t, 'a resume on a connection is served in one step with joining: a burst during many resumes leaves no seam', async (t, backend) => {
+  const [a, b] = await twoInstances(t, backend)
   const alice = await tokenFor('alice', ['red'])
   const total = 300
   const running = burst(a.app, 'red', total)
@@ -153,9 +153,8 @@ t.test('a resume on a connection is served in one step with joining: a burst dur
   }
 })
 
-t.test('a long resume (maxReplayEvents events, several MiB) completes, reconnecting with the last seq after any 4008', async (t) => {
-  const databasePath = `${t.testdir()}/atlas.db`
-  const instance = await startInstance(t, { databasePath, realtime: { hub: { maxReplayEvents: 10_000 } } })
+eachBackend(t, 'a long resume (maxReplayEvents events, several MiB) completes, reconnecting with the last seq after any 4008', async (t, backend) => {
+  const instance = await startInstance(t, { ...await testDatabase(t, backend), realtime: { hub: { maxReplayEvents: 10_000 } } })
   const { app } = instance
   const alice = await tokenFor('alice', ['red'])
   const description = 'd'.repeat(200)
