@@ -1,14 +1,13 @@
 import t from 'tap'
-import { openDatabase } from '../lib/db/open.js'
 import { Hub, type HubClient } from '../lib/hub.js'
 import { MemoryBroker, MemoryBus } from '../lib/memory-broker.js'
 import { OutboxRelay } from '../lib/outbox-relay.js'
 import { silentLogger } from '../lib/logger.js'
 import { waitUntil } from './helpers/app.js'
 import type { ServerControlFrame } from '../protocol/schemas.js'
-import { SqliteTaskRepository } from '../lib/sqlite-repository.js'
 import type { SharedFrame } from '../lib/shared-frame.js'
-import type { TaskRepository, TeamHistory } from '../lib/repository.js'
+import type { TaskRepository } from '../lib/repository.js'
+import { eachBackend, openTestRepository, testDatabase } from './helpers/backends.js'
 
 /** Records what the hub sends, as the seqs of events and the control frames, in order. */
 class RecordingClient implements HubClient {
@@ -19,32 +18,43 @@ class RecordingClient implements HubClient {
   sendControl (frame: ServerControlFrame): void { this.received.push(frame) }
 }
 
-/** Another process prunes the log right after this one read the team's history. */
-class PrunedBehindItsBack extends SqliteTaskRepository {
-  pruneNext = false
-  override async history (teamId: string): Promise<TeamHistory> {
-    const seen = await super.history(teamId)
-    if (this.pruneNext) {
-      this.pruneNext = false
-      await this.markPublished(await this.eventsAfter(teamId, 0, 1000))
-      await this.prune({ maxEventsPerTeam: 2 })
+/**
+ * The repository, as the hub sees it, when another process prunes the log right after this one
+ * read the team's history (armed by `pruneNext()`, once).
+ */
+function prunedBehindItsBack (repository: TaskRepository): { repository: TaskRepository, pruneNext (): void } {
+  let armed = false
+  const wrapped = new Proxy(repository, {
+    get (target, key) {
+      const value = Reflect.get(target, key, target) as unknown
+      if (typeof value !== 'function') return value
+      if (key !== 'history') return (value as (...args: unknown[]) => unknown).bind(target)
+      return async (teamId: string) => {
+        const seen = await target.history(teamId)
+        if (armed) {
+          armed = false
+          await target.markPublished(await target.eventsAfter(teamId, 0, 1000))
+          await target.prune({ maxEventsPerTeam: 2 })
+        }
+        return seen
+      }
     }
-    return seen
-  }
+  })
+  return { repository: wrapped, pruneNext: () => { armed = true } }
 }
 
-t.test('a resume whose history is pruned between reading it and replaying it gets a resync, not a hole', async (t) => {
-  const database = openDatabase({ path: `${t.testdir()}/atlas.db` })
-  t.teardown(async () => { await database.close() })
-  const repository = new PrunedBehindItsBack(database.db)
+eachBackend(t, 'a resume whose history is pruned between reading it and replaying it gets a resync, not a hole', async (t, backend) => {
+  const { repository } = await openTestRepository(t, await testDatabase(t, backend))
+  const pruning = prunedBehindItsBack(repository)
   for (let i = 1; i <= 6; i++) await repository.create('red', { title: `task ${i}` }, { actor: 'alice' })
-  const hub = new Hub({ repository, broker: new MemoryBroker() })
+  const hub = new Hub({ repository: pruning.repository, broker: new MemoryBroker() })
   t.teardown(() => { hub.close() })
 
   const client = new RecordingClient()
-  repository.pruneNext = true
+  pruning.pruneNext()
   await hub.join(client, 'red', 1)
   t.same(client.received, [{ type: 'resync', teamId: 'red', seq: 6, reason: 'history_pruned' }], 'told to resync; events 5 and 6 alone would have hidden the hole 2-4')
+  t.same(await repository.history('red'), { head: 6, prunedThrough: 4 }, 'the log was pruned behind the hub\'s back')
 
   await repository.create('red', { title: 'live' }, { actor: 'alice' })
   t.same(client.received.at(-1), 7, 'and live events follow the resync')
@@ -70,13 +80,11 @@ function slowReads (repository: TaskRepository, turns: () => number): TaskReposi
   })
 }
 
-t.test('joins whose log reads are held back while local and remote events keep coming: each client gets every event once, in order', async (t) => {
-  const path = `${t.testdir()}/atlas.db`
-  const here = openDatabase({ path })
-  const there = openDatabase({ path })
-  t.teardown(async () => { await here.close(); await there.close() })
-  const local = new SqliteTaskRepository(here.db)
-  const remote = new SqliteTaskRepository(there.db)
+eachBackend(t, 'joins whose log reads are held back while local and remote events keep coming: each client gets every event once, in order', async (t, backend) => {
+  // Two hosts on one database: each its own connection(s) and repository.
+  const database = await testDatabase(t, backend)
+  const { repository: local } = await openTestRepository(t, database)
+  const { repository: remote } = await openTestRepository(t, database)
   const bus = new MemoryBus()
   // The other host publishes what it commits; this host's hub hears it through the bus.
   const relay = new OutboxRelay({ repository: remote, broker: new MemoryBroker({ bus }), logger: silentLogger, relayIntervalMs: 0, relayGraceMs: 1000 })
@@ -116,10 +124,8 @@ t.test('joins whose log reads are held back while local and remote events keep c
   }
 })
 
-t.test('events committed while a new stream reads the head of the log are held and handed on, with no later event to reveal them', async (t) => {
-  const database = openDatabase({ path: `${t.testdir()}/atlas.db` })
-  t.teardown(async () => { await database.close() })
-  const repository = new SqliteTaskRepository(database.db)
+eachBackend(t, 'events committed while a new stream reads the head of the log are held and handed on, with no later event to reveal them', async (t, backend) => {
+  const { repository } = await openTestRepository(t, await testDatabase(t, backend))
   let release: () => void = () => {}
   const gate = new Promise<void>((resolve) => { release = resolve })
   // The head is read (0) and its answer held until the gate opens.
