@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util'
-import type { LoadPlan, ScenarioName, SystemName } from './ipc.js'
+import type { BackendName, LoadPlan, ScenarioName, SystemName } from './ipc.js'
 
 /** The sizes of one scenario; `LoadPlan` minus what the orchestrator fills in per run. */
 export interface ScenarioSize {
@@ -49,11 +49,20 @@ export const SCENARIOS: readonly ScenarioName[] = ['seed', 'wide', 'saturation',
 /** What `--systems` names; `--metrics` decides which Atlas subject(s) `atlas` stands for. */
 export const SYSTEMS = ['atlas', 'socketio'] as const
 export type MetricsMode = 'both' | 'on' | 'off'
+/** The databases every subject runs on, in the order they run within a round. */
+export const BACKENDS: readonly BackendName[] = ['sqlite', 'postgresql']
+/** PostgreSQL drivers of the Atlas servers (lib/open-repository.ts's `driver`). */
+export const DRIVERS = ['pg', 'postgres'] as const
+export type DriverName = typeof DRIVERS[number]
 
 export interface BenchOptions {
   scenarios: ScenarioName[]
   /** The subjects of each round, in the order they run: Atlas metrics on, Atlas metrics off, Socket.IO. */
   systems: SystemName[]
+  /** Each round runs every subject on each of these, in this order. */
+  backends: BackendName[]
+  /** The Atlas servers' PostgreSQL driver (DATABASE_DRIVER); the Socket.IO peer always uses pg. */
+  driver: DriverName
   metrics: MetricsMode
   /** Atlas servers with the example's default logging (LOG unset) rather than LOG=off. */
   log: boolean
@@ -73,6 +82,11 @@ export const USAGE = `Usage: npm run bench -- [options]
   --full              the issue's sizes even without --scenario
   --rounds <n>        A/B alternations per scenario (default: 2; 1 for saturation and idle)
   --systems <list>    atlas,socketio (default both)
+  --backends <list>   sqlite,postgresql: every subject on each (default both, side by side);
+                      PostgreSQL: a fresh database per run on ATLAS_BENCH_POSTGRES_URL
+                      (default postgres://postgres@127.0.0.1:5432), dropped after it
+  --driver <name>     pg | postgres: the Atlas servers' PostgreSQL driver (default pg; the
+                      Socket.IO peer always uses pg)
   --metrics <mode>    both | on | off: Atlas with its metrics on (as the example ships), off
                       (METRICS=off), or both side by side (default both)
   --log <on|off>      Atlas servers with the example's default logging (on, the default: one
@@ -81,7 +95,7 @@ export const USAGE = `Usage: npm run bench -- [options]
   --clients <n>  --teams <n>  --rate <n>  --mutations <n>   override the scenario's sizes
   --warmup <n>        mutations sent before the measured windows of seed, wide, saturation (0: none)
   --step-seconds <n>  --start-rate <n>  --step-rate <n>     saturation steps
-  --processes <n>     server processes per system (default 2, sharing SQLite and Redis)
+  --processes <n>     server processes per system (default 2, sharing the database and Redis)
   --profile           write CPU profiles of the servers to bench/results/profiles/<system>/
   --help`
 
@@ -96,6 +110,8 @@ export function parseOptions (argv: readonly string[]): BenchOptions | 'help' {
       full: { type: 'boolean' },
       rounds: { type: 'string' },
       systems: { type: 'string' },
+      backends: { type: 'string' },
+      driver: { type: 'string' },
       metrics: { type: 'string' },
       log: { type: 'string' },
       out: { type: 'string' },
@@ -117,6 +133,8 @@ export function parseOptions (argv: readonly string[]): BenchOptions | 'help' {
   const scenarios = named.includes('all') ? [...SCENARIOS] : named.length === 0 ? ['seed' as const] : named.map(checkScenario)
   const quick = values.quick === true || (named.length === 0 && values.full !== true)
   const wanted = values.systems === undefined ? [...SYSTEMS] : values.systems.split(',').map(checkSystem)
+  const backends = values.backends === undefined ? [...BACKENDS] : [...new Set(values.backends.split(',').map(checkBackend))]
+  const driver = oneOf('driver', values.driver, DRIVERS) ?? 'pg'
   const metrics = oneOf('metrics', values.metrics, ['both', 'on', 'off'] as const) ?? 'both'
   const log = (oneOf('log', values.log, ['on', 'off'] as const) ?? 'on') === 'on'
   const systems: SystemName[] = []
@@ -141,7 +159,7 @@ export function parseOptions (argv: readonly string[]): BenchOptions | 'help' {
     if (s.teams > s.clients) throw new Error(`--teams (${s.teams}) cannot exceed --clients (${s.clients})`)
     sizes[name] = s
   }
-  return { scenarios, systems, metrics, log, out: values.out, quick, sizes, processes: positive('processes', values.processes) ?? 2, profile: values.profile === true }
+  return { scenarios, systems, backends, driver, metrics, log, out: values.out, quick, sizes, processes: positive('processes', values.processes) ?? 2, profile: values.profile === true }
 }
 
 function checkScenario (name: string): ScenarioName {
@@ -152,6 +170,11 @@ function checkScenario (name: string): ScenarioName {
 function checkSystem (name: string): typeof SYSTEMS[number] {
   if ((SYSTEMS as readonly string[]).includes(name)) return name as typeof SYSTEMS[number]
   throw new Error(`unknown system ${JSON.stringify(name)}; expected atlas, socketio (--metrics chooses Atlas with metrics on, off or both)`)
+}
+
+function checkBackend (name: string): BackendName {
+  if ((BACKENDS as readonly string[]).includes(name)) return name as BackendName
+  throw new Error(`unknown backend ${JSON.stringify(name)}; expected ${BACKENDS.join(', ')}`)
 }
 
 function oneOf<T extends string> (flag: string, value: string | undefined, allowed: readonly T[]): T | undefined {

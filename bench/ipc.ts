@@ -13,6 +13,8 @@ export type SystemName = 'atlas' | 'atlas-metrics-off' | 'socketio'
 export function protocolOf (system: SystemName): 'atlas' | 'socketio' {
   return system === 'socketio' ? 'socketio' : 'atlas'
 }
+/** The database a subject's servers share: one SQLite file, or one PostgreSQL database. */
+export type BackendName = 'sqlite' | 'postgresql'
 export type ScenarioName = 'seed' | 'wide' | 'saturation' | 'storm' | 'idle'
 
 /** What one load-generator process is told to do (orchestrator -> load generator). */

@@ -3,10 +3,10 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, totalmem } from 'node:os'
 import { dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { ScenarioName, SystemName } from './ipc.js'
+import type { BackendName, ScenarioName, SystemName } from './ipc.js'
 import { formatCounterCheck } from './metrics-check.js'
 import { checkMetricsCost, checkTargets, ratios, type Figures, type RunRecord, type TargetCheck } from './stats.js'
-import { SYSTEM_LABEL } from './systems.js'
+import { BACKEND_LABEL, SYSTEM_LABEL } from './systems.js'
 
 /** bench/results in the source tree (git ignores it); this file runs from dist/bench/. */
 export const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url))
@@ -18,13 +18,13 @@ const kb = (bytes: number | null): string => (bytes == null ? '—' : `${(bytes 
 /** The block printed after each run. */
 export function formatRun (record: RunRecord, f: Figures): string {
   const lines = [
-    `  ${SYSTEM_LABEL[record.system]} — ${record.scenario}, round ${record.round}: ${int(f.connected)} connected in ${(record.load.connectMs / 1000).toFixed(1)} s (${f.connectFailures} failed), ${record.teams} teams`
+    `  ${SYSTEM_LABEL[record.system]} on ${BACKEND_LABEL[record.backend ?? 'sqlite']} — ${record.scenario}, round ${record.round}: ${int(f.connected)} connected in ${(record.load.connectMs / 1000).toFixed(1)} s (${f.connectFailures} failed), ${record.teams} teams`
   ]
   if (record.scenario !== 'idle') {
     lines.push(
       `    delivered ${int(f.delivered)}/${int(f.expected)}  lost ${int(f.lost)}  late ${int(f.late)}  duplicated ${int(f.duplicated)}  out of order ${int(f.outOfOrder)}  foreign ${f.foreign}  resyncs ${f.resyncs}`,
       `    latency ms p50 ${ms(f.latencyMs?.p50)}  p95 ${ms(f.latencyMs?.p95)}  p99 ${ms(f.latencyMs?.p99)}  max ${ms(f.latencyMs?.max)}   ${int(f.deliveredPerSec)} deliveries/s   (HTTP p50 ${ms(f.httpLatencyMs?.p50)} p99 ${ms(f.httpLatencyMs?.p99)})`,
-      `    server CPU ${f.serverCpuMicrosPerDelivery == null ? '—' : f.serverCpuMicrosPerDelivery.toFixed(1)} µs/delivery${f.serverSystemMicrosPerDelivery == null ? '' : ` (${f.serverSystemMicrosPerDelivery.toFixed(1)} in the kernel)`}  (servers ${f.cpuPercent.servers.toFixed(0)}%, redis ${f.cpuPercent.redis.toFixed(0)}%, load generator ${f.cpuPercent.loadgen.toFixed(0)}% of a core)`
+      `    server CPU ${f.serverCpuMicrosPerDelivery == null ? '—' : f.serverCpuMicrosPerDelivery.toFixed(1)} µs/delivery${f.serverSystemMicrosPerDelivery == null ? '' : ` (${f.serverSystemMicrosPerDelivery.toFixed(1)} in the kernel)`}${f.databaseCpuMicrosPerDelivery == null ? '' : `, PostgreSQL backends ${f.databaseCpuMicrosPerDelivery.toFixed(1)} µs/delivery`}  (servers ${f.cpuPercent.servers.toFixed(0)}%,${record.backend === 'postgresql' ? ` PostgreSQL ${f.cpuPercent.database.toFixed(0)}%,` : ''} redis ${f.cpuPercent.redis.toFixed(0)}%, load generator ${f.cpuPercent.loadgen.toFixed(0)}% of a core)`
     )
   }
   lines.push(`    server RSS ${kb(f.serverRssBytesPerConnection)} per connection (${(f.serverRssBytes / 1048576).toFixed(0)} MB for both processes)`)
@@ -55,8 +55,11 @@ export interface Summary {
   targets: TargetCheck[]
 }
 
-/** The per-scenario summary: the subjects' figures side by side, the ratios and the targets. */
-export function formatSummary (scenario: ScenarioName, figures: Partial<Record<SystemName, Figures>>): Summary {
+/**
+ * The per-scenario summary of one backend: the subjects' figures side by side, the ratios and
+ * the targets.
+ */
+export function formatSummary (scenario: ScenarioName, figures: Partial<Record<SystemName, Figures>>, backend: BackendName = 'sqlite'): Summary {
   const subjects = SUBJECTS.filter(([name]) => figures[name] !== undefined)
   const pairs = PAIRS.filter(([a, b]) => figures[a] !== undefined && figures[b] !== undefined)
   const pairRatios: Record<string, Record<string, number | null>> = {}
@@ -75,6 +78,12 @@ export function formatSummary (scenario: ScenarioName, figures: Partial<Record<S
       ['HTTP mutation p50 / p99 ms', (f) => `${ms(f.httpLatencyMs?.p50)} / ${ms(f.httpLatencyMs?.p99)}`],
       ['server CPU µs/delivery', (f) => (f.serverCpuMicrosPerDelivery == null ? '—' : f.serverCpuMicrosPerDelivery.toFixed(1))],
       ['of which kernel µs/delivery', (f) => (f.serverSystemMicrosPerDelivery == null ? '—' : f.serverSystemMicrosPerDelivery.toFixed(1))],
+      ...(backend === 'postgresql'
+        ? [
+            ['PostgreSQL CPU µs/delivery', (f: Figures) => (f.databaseCpuMicrosPerDelivery == null ? '—' : f.databaseCpuMicrosPerDelivery.toFixed(1))],
+            ['server + PostgreSQL µs/del.', (f: Figures) => (f.totalCpuMicrosPerDelivery == null ? '—' : f.totalCpuMicrosPerDelivery.toFixed(1))]
+          ] satisfies Array<[string, (f: Figures) => string]>
+        : []),
       ['load generator CPU %', (f) => f.cpuPercent.loadgen.toFixed(0)]
     )
   }
@@ -83,11 +92,12 @@ export function formatSummary (scenario: ScenarioName, figures: Partial<Record<S
   if (scenario === 'saturation') rows.push(['highest held rate /s', (f) => String(f.highestHeldRate ?? '—')])
   if (scenario === 'storm') rows.push(['time to whole ms', (f) => (f.wholeAfterMs == null ? 'never' : ms(f.wholeAfterMs))])
   const width = 28
-  const out = [`\n== ${scenario}: summary${pairs.length > 0 ? ` (ratios: ${pairs.map(([, , h]) => h).join(', ')})` : ''} ==`]
+  const out = [`\n== ${scenario}: summary on ${BACKEND_LABEL[backend]}${pairs.length > 0 ? ` (ratios: ${pairs.map(([, , h]) => h).join(', ')})` : ''} ==`]
   out.push(`${''.padEnd(width)}${subjects.map(([, h]) => h.padStart(16)).join('')}${pairs.map(([, , h]) => h.padStart(11)).join('')}`)
   const ratioKey: Record<string, string> = {
     'latency p50 ms': 'latency p50', 'latency p95 ms': 'latency p95', 'latency p99 ms': 'latency p99', 'latency max ms': 'latency max',
     'deliveries/s': 'delivered msg/s', 'server CPU µs/delivery': 'server CPU µs/delivery', 'of which kernel µs/delivery': 'of which kernel µs/delivery', 'server RSS/connection': 'server RSS/connection',
+    'PostgreSQL CPU µs/delivery': 'database CPU µs/delivery', 'server + PostgreSQL µs/del.': 'server + database CPU µs/delivery',
     'highest held rate /s': 'highest held rate', 'time to whole ms': 'time to whole (storm)'
   }
   for (const [label, show] of rows) {
@@ -124,9 +134,42 @@ function stepTable (a: Figures | undefined, s: Figures | undefined): string[] {
     const cpu = step.cpuMicrosPerDelivery == null ? '—' : step.cpuMicrosPerDelivery.toFixed(1)
     return `${ms(step.p99Ms).padStart(8)} ms ${cpu.padStart(6)} µs/d${step.delivered < step.expected ? ' !' : '  '}`
   }
+  // CPU: the servers' and, on PostgreSQL, its backends'.
   const lines = [`  per step:  rate   ${'Atlas p99, CPU/delivery'.padStart(26)}   ${'Socket.IO p99, CPU/delivery'.padStart(26)}`]
   for (const rate of rates) lines.push(`  ${String(rate).padStart(14)}/s ${cell(a, rate)}   ${cell(s, rate)}`)
   return lines
+}
+
+/** The figures compared across backends (PostgreSQL's over SQLite's, per subject) and where they apply. */
+const ACROSS: ReadonlyArray<{ label: string, key: string, show: (f: Figures) => string, in: (s: ScenarioName) => boolean }> = [
+  { label: 'latency p99 ms', key: 'latency p99', show: (f) => ms(f.latencyMs?.p99), in: (s) => s !== 'idle' },
+  { label: 'deliveries/s', key: 'delivered msg/s', show: (f) => int(f.deliveredPerSec), in: (s) => s !== 'idle' },
+  { label: 'server CPU µs/delivery', key: 'server CPU µs/delivery', show: (f) => (f.serverCpuMicrosPerDelivery == null ? '—' : f.serverCpuMicrosPerDelivery.toFixed(1)), in: (s) => s !== 'idle' },
+  { label: 'server + database µs/del.', key: 'server + database CPU µs/delivery', show: (f) => (f.totalCpuMicrosPerDelivery == null ? '—' : f.totalCpuMicrosPerDelivery.toFixed(1)), in: (s) => s !== 'idle' },
+  { label: 'server RSS/connection', key: 'server RSS/connection', show: (f) => kb(f.serverRssBytesPerConnection), in: (s) => s === 'idle' },
+  { label: 'highest held rate /s', key: 'highest held rate', show: (f) => String(f.highestHeldRate ?? '—'), in: (s) => s === 'saturation' },
+  { label: 'time to whole ms', key: 'time to whole (storm)', show: (f) => (f.wholeAfterMs == null ? 'never' : ms(f.wholeAfterMs)), in: (s) => s === 'storm' }
+]
+
+/**
+ * Each subject on PostgreSQL against itself on SQLite, same invocation: what the database
+ * changes. Returns the text and the ratios, keyed by subject.
+ */
+export function formatAcrossBackends (scenario: ScenarioName, sqlite: Partial<Record<SystemName, Figures>>, postgresql: Partial<Record<SystemName, Figures>>): { text: string, ratios: Partial<Record<SystemName, Record<string, number | null>>> } {
+  const subjects = SUBJECTS.filter(([name]) => sqlite[name] !== undefined && postgresql[name] !== undefined)
+  const across: Partial<Record<SystemName, Record<string, number | null>>> = {}
+  for (const [name] of subjects) across[name] = ratios(postgresql[name] as Figures, sqlite[name] as Figures)
+  const width = 28
+  const out = [`\n== ${scenario}: PostgreSQL against SQLite (per subject: SQLite | PostgreSQL | PostgreSQL/SQLite) ==`]
+  out.push(`${''.padEnd(width)}${subjects.map(([, h]) => h.padStart(30)).join('')}`)
+  for (const row of ACROSS.filter((r) => r.in(scenario))) {
+    const cells = subjects.map(([name]) => {
+      const r = across[name]?.[row.key]
+      return `${row.show(sqlite[name] as Figures)} | ${row.show(postgresql[name] as Figures)} | ${r == null ? '—' : `${r.toFixed(2)}×`}`.padStart(30)
+    }).join('')
+    out.push(`${row.label.padEnd(width)}${cells}`)
+  }
+  return { text: out.join('\n'), ratios: across }
 }
 
 /** Writes the invocation's results as one JSON file; returns its path. */

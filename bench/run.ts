@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: runs the chosen scenarios against Atlas Realtime and against Socket.IO with
  * its Redis adapter, alternating the two (A B A B …) so both see the same machine, each as two
- * server processes on one redis-server that this orchestrator starts and stops. The load
+ * server processes on one redis-server that this orchestrator starts and stops, and each on
+ * SQLite (a file per run) and on PostgreSQL (a database per run, created and dropped here). The load
  * generator runs as its own process (bench/loadgen.ts); this process only starts and stops
  * things, samples /proc at the load generator's marks, and reports.
  */
@@ -13,13 +14,14 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { parseOptions, USAGE, type BenchOptions, type ScenarioSize } from './config.js'
-import type { LoadMessage, LoadPlan, LoadResult, OrchestratorMessage, ScenarioName, SystemName } from './ipc.js'
+import type { BackendName, LoadMessage, LoadPlan, LoadResult, OrchestratorMessage, ScenarioName, SystemName } from './ipc.js'
+import { BackendCpu, DEFAULT_POSTGRES_URL, PostgresServer, redacted } from './postgres.js'
 import { killAllNow, sleep, startRedis, stopAll, stopChild, track, type RedisProcess } from './processes.js'
 import { sampleGroups } from './procstat.js'
-import { formatRun, formatSummary, RESULTS_DIR, writeResults } from './report.js'
+import { formatAcrossBackends, formatRun, formatSummary, RESULTS_DIR, writeResults } from './report.js'
 import { counterCheck, scrapeAll, type RunScrapes } from './metrics-check.js'
 import { figuresOf, type Figures, type MarkSample, type RunRecord } from './stats.js'
-import { startSystem, SYSTEM_LABEL, type RunningSystem } from './systems.js'
+import { BACKEND_LABEL, exampleReadsDriver, startSystem, SYSTEM_LABEL, type RunningSystem } from './systems.js'
 
 const LOADGEN = fileURLToPath(new URL('./loadgen.js', import.meta.url))
 /** No single run may take longer than this, whatever goes wrong. */
@@ -30,6 +32,8 @@ interface Context {
   redis: RedisProcess
   workDir: string
   jwtSecret: string
+  /** The PostgreSQL server the runs on PostgreSQL get their databases from (none without that backend). */
+  postgres: PostgresServer | undefined
 }
 
 /** One line of progress, rewritten in place on a terminal and printed every few seconds otherwise. */
@@ -80,7 +84,7 @@ function planFor (scenario: ScenarioName, system: SystemName, size: ScenarioSize
  */
 type MarkHook = (name: string, when: 'before' | 'after') => Promise<void>
 
-async function drive (label: string, plans: LoadPlan[], running: RunningSystem, ctx: Context, samples: Record<string, MarkSample>, onMark?: MarkHook): Promise<LoadResult> {
+async function drive (label: string, plans: LoadPlan[], running: RunningSystem, ctx: Context, samples: Record<string, MarkSample>, onMark?: MarkHook, database?: BackendCpu): Promise<LoadResult> {
   const progress = new Progress()
   const shards: ChildProcess[] = plans.map(() => track(fork(LOADGEN, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })))
   const groups = { servers: running.pids, redis: [ctx.redis.pid], loadgen: shards.map((c) => c.pid ?? 0) }
@@ -108,7 +112,8 @@ async function drive (label: string, plans: LoadPlan[], running: RunningSystem, 
             void (async () => {
               await sleep(settle)
               await onMark?.(message.name, 'before')
-              samples[message.name] = { at: performance.now(), groups: sampleGroups(groups) }
+              await database?.refresh()
+              samples[message.name] = sampleNow(groups, database)
               await onMark?.(message.name, 'after')
               const ack: OrchestratorMessage = { type: 'ack', name: message.name }
               for (const shard of shards) shard.send(ack)
@@ -136,6 +141,13 @@ async function drive (label: string, plans: LoadPlan[], running: RunningSystem, 
   }
 }
 
+/** Every group's /proc figures at one instant; PostgreSQL's backends as the `database` group. */
+function sampleNow (groups: Record<string, readonly number[]>, database: BackendCpu | undefined): MarkSample {
+  const sample: MarkSample = { at: performance.now(), groups: sampleGroups(groups) }
+  if (database !== undefined) sample.groups.database = database.sample()
+  return sample
+}
+
 /** Shards only split the clients of the idle scenario, which has no windows: their counts add up. */
 function mergeShards (results: LoadResult[]): LoadResult {
   const [first, ...rest] = results
@@ -149,41 +161,69 @@ function mergeShards (results: LoadResult[]): LoadResult {
   }), first)
 }
 
-async function runOnce (scenario: ScenarioName, system: SystemName, round: number, ctx: Context): Promise<RunRecord> {
-  const size = ctx.options.sizes[scenario]
-  const databasePath = join(ctx.workDir, `${system}-${scenario}-${round}.db`)
-  const nodeFlags = ctx.options.profile ? ['--cpu-prof', `--cpu-prof-dir=${RESULTS_DIR}profiles/${system}`] : []
-  const running = await startSystem(system, { databasePath, redisUrl: ctx.redis.url, jwtSecret: ctx.jwtSecret, processes: ctx.options.processes, nodeFlags, recovery: scenario === 'storm', log: ctx.options.log })
-  try {
-    // Start-up work (JIT, migrations, Redis connections) settles before the baseline is taken.
-    await sleep(1000)
-    const samples: Record<string, MarkSample> = {
-      baseline: { at: performance.now(), groups: sampleGroups({ servers: running.pids, redis: [ctx.redis.pid] }) }
+/** Where one run's servers keep their data: a fresh SQLite file or a fresh PostgreSQL database. */
+interface RunDatabase {
+  start: { databasePath: string } | { databaseUrl: string, driver: BenchOptions['driver'] }
+  /** PostgreSQL: its backends' CPU, counted beside the servers'. */
+  cpu?: BackendCpu
+  remove (): Promise<void>
+}
+
+async function databaseFor (backend: BackendName, name: string, ctx: Context): Promise<RunDatabase> {
+  if (backend === 'sqlite') {
+    const databasePath = join(ctx.workDir, `${name}.db`)
+    return {
+      start: { databasePath },
+      remove: async () => { for (const suffix of ['', '-wal', '-shm']) rmSync(databasePath + suffix, { force: true }) }
     }
-    // Atlas with metrics: scrape every process at the edges of each window and at the end.
-    const scraping = system === 'atlas' && scenario !== 'idle'
-    const marks: RunScrapes['marks'] = {}
-    const onMark: MarkHook | undefined = !scraping
-      ? undefined
-      : async (name, when) => {
-        if ((when === 'before' && name.endsWith(':start')) || (when === 'after' && name.endsWith(':end'))) marks[name] = await scrapeAll(running.ports)
-      }
-    const load = await drive(`${system} ${scenario} r${round}`, planFor(scenario, system, size, running.ports, ctx.jwtSecret), running, ctx, samples, onMark)
-    const record: RunRecord = { scenario, system, round, clients: size.clients, teams: size.teams, load, samples }
-    if (scraping) {
-      // The load generator has closed its clients: every frame it will ever count has been written.
-      record.metrics = { marks, end: await scrapeAll(running.ports) }
-      record.counterCheck = counterCheck(record, record.metrics, running.ports.length)
-    }
-    return record
-  } finally {
-    await running.stop()
-    for (const suffix of ['', '-wal', '-shm']) rmSync(databasePath + suffix, { force: true })
+  }
+  const server = ctx.postgres
+  if (server === undefined) throw new Error('bench: no PostgreSQL server for a PostgreSQL run')
+  const created = await server.createDatabase(name)
+  return {
+    start: { databaseUrl: created.url, driver: ctx.options.driver },
+    cpu: new BackendCpu(server, created.name),
+    remove: async () => { await server.dropDatabase(created.name) }
   }
 }
 
-function describe (scenario: ScenarioName, size: ScenarioSize, processes: number): string {
-  const base = `${size.clients.toLocaleString('en-US')} clients, ${size.teams} teams (${Math.round(size.clients / size.teams)} per team), ${processes} server process(es) per system`
+async function runOnce (scenario: ScenarioName, system: SystemName, backend: BackendName, round: number, ctx: Context): Promise<RunRecord> {
+  const size = ctx.options.sizes[scenario]
+  const database = await databaseFor(backend, `${system}-${scenario}-${round}`, ctx)
+  const nodeFlags = ctx.options.profile ? ['--cpu-prof', `--cpu-prof-dir=${RESULTS_DIR}profiles/${backend}/${system}`] : []
+  try {
+    const running = await startSystem(system, { ...database.start, redisUrl: ctx.redis.url, jwtSecret: ctx.jwtSecret, processes: ctx.options.processes, nodeFlags, recovery: scenario === 'storm', log: ctx.options.log })
+    try {
+      // Start-up work (JIT, migrations, Redis connections) settles before the baseline is taken.
+      await sleep(1000)
+      await database.cpu?.refresh()
+      const samples: Record<string, MarkSample> = { baseline: sampleNow({ servers: running.pids, redis: [ctx.redis.pid] }, database.cpu) }
+      // Atlas with metrics: scrape every process at the edges of each window and at the end.
+      const scraping = system === 'atlas' && scenario !== 'idle'
+      const marks: RunScrapes['marks'] = {}
+      const onMark: MarkHook | undefined = !scraping
+        ? undefined
+        : async (name, when) => {
+          if ((when === 'before' && name.endsWith(':start')) || (when === 'after' && name.endsWith(':end'))) marks[name] = await scrapeAll(running.ports)
+        }
+      const load = await drive(`${system} ${BACKEND_LABEL[backend]} ${scenario} r${round}`, planFor(scenario, system, size, running.ports, ctx.jwtSecret), running, ctx, samples, onMark, database.cpu)
+      const record: RunRecord = { scenario, system, backend, round, clients: size.clients, teams: size.teams, load, samples }
+      if (scraping) {
+        // The load generator has closed its clients: every frame it will ever count has been written.
+        record.metrics = { marks, end: await scrapeAll(running.ports) }
+        record.counterCheck = counterCheck(record, record.metrics, running.ports.length)
+      }
+      return record
+    } finally {
+      await running.stop()
+    }
+  } finally {
+    await database.remove()
+  }
+}
+
+function describe (scenario: ScenarioName, size: ScenarioSize, processes: number, backends: readonly BackendName[]): string {
+  const base = `${size.clients.toLocaleString('en-US')} clients, ${size.teams} teams (${Math.round(size.clients / size.teams)} per team), ${processes} server process(es) per system and backend (${backends.map((b) => BACKEND_LABEL[b]).join(', ')})`
   switch (scenario) {
     case 'seed':
     case 'wide': return `${base}, ${size.mutations} mutations at ${size.rate}/s`
@@ -222,43 +262,64 @@ async function main (): Promise<number> {
   }
   const startedAt = new Date()
   const workDir = mkdtempSync(join(tmpdir(), 'atlas-bench-'))
+  let postgres: PostgresServer | undefined
   const cleanUp = (): void => { killAllNow(); rmSync(workDir, { recursive: true, force: true }) }
-  process.once('exit', cleanUp)
+  process.once('exit', () => { cleanUp(); postgres?.dropLiveSync() })
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
       console.error(`\n${signal}: stopping every process the bench started`)
       cleanUp()
-      process.exit(130)
+      // The servers are gone (SIGKILL): the run's PostgreSQL database can be dropped, within a few seconds.
+      const dropped = postgres?.close() ?? Promise.resolve()
+      void Promise.race([dropped, sleep(5000)]).finally(() => process.exit(130))
     })
   }
   const runs: Array<RunRecord & { figures: Figures }> = []
   const summaries: Record<string, object> = {}
   try {
+    if (options.backends.includes('postgresql')) {
+      if (options.driver === 'postgres' && !exampleReadsDriver()) throw new Error('--driver postgres: the built example (dist/examples/server.js) does not read DATABASE_DRIVER, so its servers would run pg; run with --driver pg')
+      postgres = await PostgresServer.connect(process.env.ATLAS_BENCH_POSTGRES_URL || DEFAULT_POSTGRES_URL)
+    }
     const redis = await startRedis()
-    const ctx: Context = { options, redis, workDir, jwtSecret: randomBytes(32).toString('hex') }
+    const ctx: Context = { options, redis, workDir, jwtSecret: randomBytes(32).toString('hex'), postgres }
     console.log(`Atlas Realtime bench${options.quick ? ' (quick sizes)' : ''}: ${options.scenarios.join(', ')}; systems ${options.systems.map((s) => SYSTEM_LABEL[s]).join(' vs ')}; redis-server at ${redis.url}`)
+    console.log(`Backends: ${options.backends.map((b) => BACKEND_LABEL[b]).join(', ')}${postgres === undefined ? '' : ` (PostgreSQL: a database per run on ${redacted(postgres.url)}; Atlas with driver ${options.driver}, Socket.IO with pg)`}`)
     console.log(`Logging: ${loggingNote(options.log)}`)
     for (const scenario of options.scenarios) {
       const size = options.sizes[scenario]
-      console.log(`\n== ${scenario}: ${describe(scenario, size, options.processes)}; ${size.rounds} round(s), alternating ==`)
-      const bySystem: Partial<Record<SystemName, RunRecord[]>> = {}
+      console.log(`\n== ${scenario}: ${describe(scenario, size, options.processes, options.backends)}; ${size.rounds} round(s), alternating ==`)
+      const records: Partial<Record<BackendName, Partial<Record<SystemName, RunRecord[]>>>> = {}
       for (let round = 1; round <= size.rounds; round++) {
-        for (const system of options.systems) {
-          const record = await runOnce(scenario, system, round, ctx)
-          const figures = figuresOf([record])
-          console.log(formatRun(record, figures))
-          runs.push({ ...record, figures })
-          ;(bySystem[system] ??= []).push(record)
+        for (const backend of options.backends) {
+          for (const system of options.systems) {
+            const record = await runOnce(scenario, system, backend, round, ctx)
+            const figures = figuresOf([record])
+            console.log(formatRun(record, figures))
+            runs.push({ ...record, figures })
+            ;((records[backend] ??= {})[system] ??= []).push(record)
+          }
         }
       }
-      const figures: Partial<Record<SystemName, Figures>> = {}
-      for (const system of options.systems) figures[system] = figuresOf(bySystem[system] ?? [])
-      const summary = formatSummary(scenario, figures)
-      console.log(summary.text)
-      const checks = (bySystem.atlas ?? []).flatMap((r) => (r.counterCheck === undefined ? [] : [r.counterCheck]))
-      if (checks.length > 0) console.log(counterCheckSummary(checks))
+      const summary: Record<string, unknown> = { size, logging: loggingNote(options.log) }
+      const figuresByBackend: Partial<Record<BackendName, Partial<Record<SystemName, Figures>>>> = {}
+      for (const backend of options.backends) {
+        const figures: Partial<Record<SystemName, Figures>> = {}
+        for (const system of options.systems) figures[system] = figuresOf(records[backend]?.[system] ?? [])
+        figuresByBackend[backend] = figures
+        const text = formatSummary(scenario, figures, backend)
+        console.log(text.text)
+        const checks = (records[backend]?.atlas ?? []).flatMap((r) => (r.counterCheck === undefined ? [] : [r.counterCheck]))
+        if (checks.length > 0) console.log(counterCheckSummary(checks))
+        summary[backend] = { figures, ratios: text.ratios, pairs: text.pairs, targets: text.targets, counterChecks: checks }
+      }
+      if (figuresByBackend.sqlite !== undefined && figuresByBackend.postgresql !== undefined) {
+        const across = formatAcrossBackends(scenario, figuresByBackend.sqlite, figuresByBackend.postgresql)
+        console.log(across.text)
+        summary.postgresqlOverSqlite = across.ratios
+      }
       console.log(`  logging: ${loggingNote(options.log)}`)
-      summaries[scenario] = { size, figures, ratios: summary.ratios, pairs: summary.pairs, targets: summary.targets, counterChecks: checks, logging: loggingNote(options.log) }
+      summaries[scenario] = summary
     }
     await redis.stop()
     return 0
@@ -267,10 +328,11 @@ async function main (): Promise<number> {
     return 1
   } finally {
     if (runs.length > 0) {
-      const path = writeResults(startedAt, { options: { scenarios: options.scenarios, systems: options.systems, metrics: options.metrics, log: options.log, processes: options.processes, quick: options.quick }, summaries, runs }, options.out)
+      const path = writeResults(startedAt, { options: { scenarios: options.scenarios, systems: options.systems, backends: options.backends, driver: options.driver, postgresUrl: postgres === undefined ? null : redacted(postgres.url), metrics: options.metrics, log: options.log, processes: options.processes, quick: options.quick }, summaries, runs }, options.out)
       console.log(`\nresults: ${path}`)
     }
     await stopAll()
+    await postgres?.close()
     rmSync(workDir, { recursive: true, force: true })
   }
 }

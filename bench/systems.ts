@@ -1,7 +1,9 @@
 import type { ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { freePort, spawnTracked, stopChild, waitForHttp } from './processes.js'
-import type { SystemName } from './ipc.js'
+import type { BackendName, SystemName } from './ipc.js'
+import type { DriverName } from './config.js'
 
 /** The compiled tree (dist/): this file is dist/bench/systems.js. */
 const DIST = fileURLToPath(new URL('..', import.meta.url))
@@ -13,6 +15,16 @@ const BENCH_MAX_CONNECTIONS_PER_USER = 100_000
 
 export const SYSTEM_LABEL: Record<SystemName, string> = { atlas: 'Atlas Realtime', 'atlas-metrics-off': 'Atlas Realtime, metrics off', socketio: 'Socket.IO + redis-adapter' }
 
+export const BACKEND_LABEL: Record<BackendName, string> = { sqlite: 'SQLite', postgresql: 'PostgreSQL' }
+
+/**
+ * Whether the built example passes DATABASE_DRIVER on to its repository: without that, a
+ * `--driver postgres` run would measure pg under postgres.js's name.
+ */
+export function exampleReadsDriver (): boolean {
+  return readFileSync(`${DIST}examples/server.js`, 'utf8').includes('DATABASE_DRIVER')
+}
+
 export interface RunningSystem {
   ports: number[]
   pids: number[]
@@ -20,7 +32,15 @@ export interface RunningSystem {
 }
 
 export interface StartOptions {
-  databasePath: string
+  /** SQLite: the file every process of the system shares. Give this or `databaseUrl`. */
+  databasePath?: string
+  /** PostgreSQL: the database every process of the system shares. */
+  databaseUrl?: string
+  /**
+   * Atlas on PostgreSQL: its driver, as DATABASE_DRIVER (lib/open-repository.ts's `driver`).
+   * The Socket.IO peer ignores it: it always uses pg.
+   */
+  driver?: DriverName
   redisUrl: string
   jwtSecret: string
   processes: number
@@ -37,10 +57,12 @@ export interface StartOptions {
 }
 
 /**
- * Starts a system as `processes` server processes on one SQLite file and one Redis. They start
- * one after the other: the first creates the schema, the next find it ready.
+ * Starts a system as `processes` server processes on one database (SQLite file or PostgreSQL)
+ * and one Redis. They start one after the other: the first creates the schema, the next find
+ * it ready.
  */
 export async function startSystem (system: SystemName, options: StartOptions): Promise<RunningSystem> {
+  if ((options.databasePath === undefined) === (options.databaseUrl === undefined)) throw new TypeError('startSystem: give databasePath (SQLite) or databaseUrl (PostgreSQL)')
   const script = system === 'socketio' ? `${DIST}bench/socketio-server.js` : `${DIST}examples/server.js`
   const children: ChildProcess[] = []
   const ports: number[] = []
@@ -54,7 +76,10 @@ export async function startSystem (system: SystemName, options: StartOptions): P
           ...process.env,
           PORT: String(port),
           HOST: '127.0.0.1',
+          // Both servers read DATABASE_URL first: the one not meant must not come from the parent.
           DATABASE_PATH: options.databasePath,
+          DATABASE_URL: options.databaseUrl,
+          DATABASE_DRIVER: options.databaseUrl === undefined ? undefined : options.driver,
           REDIS_URL: options.redisUrl,
           JWT_SECRET: options.jwtSecret,
           // Unset (the example's default) logs; the bench's parent environment must not decide it.
