@@ -47,7 +47,7 @@ t.test('the delivered counter scraped from both Atlas processes equals the bench
   // the other through Redis, so both origins are counted.
   const { code, stdout, stderr } = await runBench(t, [
     '--scenario', 'seed', '--quick', '--clients', '40', '--teams', '4', '--mutations', '200', '--warmup', '100',
-    '--rounds', '1', '--systems', 'atlas', '--metrics', 'on', '--processes', '2', '--out', out
+    '--rounds', '1', '--systems', 'atlas', '--metrics', 'on', '--backends', 'sqlite', '--processes', '2', '--out', out
   ])
   t.equal(code, 0, `the bench ran (stderr: ${stderr.slice(-2000)})`)
   const results = JSON.parse(readFileSync(out, 'utf8')) as { options: { log: boolean }, runs: RunRecord[] }
