@@ -96,6 +96,14 @@ export class NotAWebSocketRouteError extends define('NOT_A_WEBSOCKET_ROUTE') {
   constructor (method: string, url: string) { super(method, url) }
 }
 
+/**
+ * The database could not be reached or went away during a request: `cause` holds the driver's
+ * error (logged, never sent). Nothing was changed, or a retry with the same mutation id is safe.
+ */
+export class DatabaseUnavailableError extends define('DATABASE_UNAVAILABLE') {
+  constructor (cause?: Error) { super(...(cause === undefined ? [] : [{ cause }])) }
+}
+
 /** What a client is told of a failure on the server (the failure itself is logged). */
 export class InternalError extends define('INTERNAL') {
   constructor () { super() }
@@ -124,6 +132,20 @@ export class RedisUnreachableError extends RedisUnreachableErrorBase {
   constructor (plugin: string, message: string, readonly address: string, cause?: Error) {
     super(plugin, message, ...(cause === undefined ? [] : [{ cause }]))
     this.name = 'RedisUnreachableError'
+  }
+}
+
+/**
+ * PostgreSQL could not be reached, or refused the connection, when it was opened: raised at
+ * start-up (never answered to a client). The message names the caller, the address (any
+ * password replaced by `***`), the cause and what to do; `cause` holds the driver's error
+ * (message and code only).
+ */
+const DatabaseUnreachableErrorBase = createError('ATLAS_ERR_DATABASE_UNREACHABLE', '%s: %s', 500)
+export class DatabaseUnreachableError extends DatabaseUnreachableErrorBase {
+  constructor (caller: string, message: string, readonly address: string, cause?: Error) {
+    super(caller, message, ...(cause === undefined ? [] : [{ cause }]))
+    this.name = 'DatabaseUnreachableError'
   }
 }
 

@@ -133,6 +133,11 @@ export const HTTP_ERRORS = {
     cause: 'An upgrade to an instance that holds its maximum of connections.',
     upgrade: 'The instance holds its maximum of connections (`maxConnections`, default 20,000). Carries `Retry-After` (seconds).'
   },
+  DATABASE_UNAVAILABLE: {
+    statusCode: 503,
+    message: 'The database is unavailable; try again later',
+    cause: 'The database (PostgreSQL) could not be reached, went away or did not answer in time. The mutation was not applied, or is safe to retry with the same `Idempotency-Key`.'
+  },
   SERVER_OVERLOADED: {
     statusCode: 503,
     message: 'This instance is overloaded; try again later',

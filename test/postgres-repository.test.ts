@@ -88,6 +88,7 @@ for (const driver of DRIVERS) {
 
     await repository.create('blue', { title: 'x' }, alice)
     const second = (await repository.create('red', { title: 'c' }, alice)).task
+    clock += 1000
     const third = (await repository.create('red', { title: 'd' }, alice)).task
     t.match((await repository.delete('red', id, alice)).event, { type: 'task.deleted', seq: 5, version: 2 })
     t.equal(await repository.get('red', id), undefined)
@@ -292,7 +293,8 @@ for (const driver of DRIVERS) {
     const relay = await cuttableRelay(t)
     url.port = String(relay.port)
     const errors: Error[] = []
-    const { repository } = await host(t, url.href, { driver, connectTimeoutMs: 1000, onError: (err) => errors.push(err) })
+    // A short statement timeout: it also bounds close(), which postgres.js spends whole after an outage.
+    const { repository } = await host(t, url.href, { driver, connectTimeoutMs: 1000, statementTimeoutMs: 2000, onError: (err) => errors.push(err) })
     const { task } = await repository.create('red', { title: 'a' }, alice)
     await Promise.all([repository.list('red'), repository.get('red', task.id), repository.headSeq('red')]) // several pooled connections
 
@@ -330,7 +332,8 @@ t.test('a mutation whose connection is terminated mid-transaction rejects with D
   await raw.query('select pg_terminate_backend($1)', [pid])
   const failed = await rejectionOf(blocked)
   t.ok(failed instanceof DatabaseUnavailableError, String(failed))
-  t.equal(failed.cause.code, '57P01', 'the cause: the server ended the connection')
+  // The cause: the server's 57P01, or what the driver said of the dead connection when rolling back.
+  t.match(failed.cause.message, /terminat|not queryable/)
   await raw.query('rollback')
   t.match((await repository.update('red', task.id, { title: 'c' }, alice)).task, { title: 'c', version: 2 }, 'nothing half-applied; the next one works')
   t.same((await repository.eventsAfter('red', 0, 10)).map((e) => e.seq), [1, 2])

@@ -15,13 +15,21 @@ declare const kAtlasDatabase: unique symbol
  */
 export interface AtlasDatabase { readonly [kAtlasDatabase]: true }
 
-/** The committed drizzle-kit migrations, found relative to this file both in source and in dist/. */
+/** The committed SQLite migrations (drizzle/). */
 export function defaultMigrationsFolder (): string {
-  for (const relative of ['../../drizzle', '../../../drizzle']) {
+  return packageMigrationsFolder('drizzle')
+}
+
+/**
+ * A folder of committed drizzle-kit migrations at the package's root (`drizzle` for SQLite,
+ * `drizzle-pg` for PostgreSQL), found relative to this file both in source and in dist/.
+ */
+export function packageMigrationsFolder (name: 'drizzle' | 'drizzle-pg'): string {
+  for (const relative of [`../../${name}`, `../../../${name}`]) {
     const folder = fileURLToPath(new URL(relative, import.meta.url))
     if (existsSync(`${folder}/meta/_journal.json`)) return folder
   }
-  throw new Error('atlas-realtime: cannot find the drizzle/ migrations folder; pass migrationsFolder')
+  throw new Error(`atlas-realtime: cannot find the ${name}/ migrations folder; pass migrationsFolder`)
 }
 
 /** The defaults of openDatabase's options (atlasRepository's options document them). */
