@@ -1,6 +1,7 @@
 import type { Test } from 'tap'
 import { basename, join } from 'node:path'
 import { openRepository, type OpenedRepository, type OpenRepositoryOptions } from '../../lib/open-repository.js'
+import type { TaskRepository } from '../../lib/repository.js'
 import { createTestDatabase } from './postgres.js'
 
 // One suite, two backends: a test that takes a `Backend` runs against SQLite (a file in its own
@@ -34,6 +35,16 @@ export async function openTestRepository (t: TestLike, database: DatabaseConfig,
   const opened = await openRepository({ ...repositoryOptions(database), ...options })
   t.teardown(async () => { await opened.close() })
   return opened
+}
+
+/**
+ * Whether a committed event is out of the outbox (a broker took it and it was marked published),
+ * read through the repository, as the relay sees it, on either backend. An event that was never
+ * committed is not in the outbox either: check that it exists first.
+ */
+export async function isPublished (repository: TaskRepository, teamId: string, seq: number): Promise<boolean> {
+  const outbox = await repository.unpublished(Number.MAX_SAFE_INTEGER, 100_000)
+  return !outbox.some((event) => event.teamId === teamId && event.seq === seq)
 }
 
 /**
