@@ -4,6 +4,7 @@ import { resolve } from 'node:path'
 import { createSecureContext } from 'node:tls'
 import { buildExampleApp } from './app.js'
 import { signToken } from './jwt-auth.js'
+import { redactUrl } from '../lib/redact-url.js'
 
 const DEMO_USERS: Array<[string, string[]]> = [
   ['alice', ['red']],
@@ -81,7 +82,7 @@ await app.listen({ port, host })
 const address = app.server.address()
 const listening = address !== null && typeof address === 'object' ? address.port : port
 const base = `${https === undefined ? 'http' : 'https'}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${listening}`
-console.log(`\nAtlas Realtime example on ${base}  (database ${databaseUrl === undefined ? String(databasePath) : redactedUrl(databaseUrl)}, broker ${redisUrl === undefined ? 'in-process' : redisUrl}${https === undefined ? '' : `, TLS with ${process.env.TLS_CERT}`})`)
+console.log(`\nAtlas Realtime example on ${base}  (database ${databaseUrl === undefined ? String(databasePath) : redactUrl(databaseUrl)}, broker ${redisUrl === undefined ? 'in-process' : redisUrl}${https === undefined ? '' : `, TLS with ${process.env.TLS_CERT}`})`)
 if (demoTokens !== undefined) {
   console.log(`No JWT_SECRET set: development tokens for demo users (valid 12 h; also offered by the board page at ${base}/):`)
   for (const { userId, teams, token } of demoTokens) {
@@ -130,13 +131,3 @@ function parseTrustProxy (value: string | undefined): boolean | string | undefin
   return value === 'true' ? true : value
 }
 
-/** A URL as it may be printed: its password replaced. */
-function redactedUrl (url: string): string {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== '') parsed.password = '***'
-    return parsed.href
-  } catch {
-    return 'an unparsable URL'
-  }
-}

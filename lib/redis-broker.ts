@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { redactUrl } from './redact-url.js'
 import type { Redis, RedisOptions } from 'ioredis'
 import { decodeBrokerMessage, decodeSignal, decodeStats, encodeBrokerMessage, encodeSignal, encodeStats, type Broker, type BrokerHandlers, type SignalWatcher, type StatsWatcher } from './broker.js'
 import type { LoggedEvent } from './types.js'
@@ -197,20 +198,6 @@ export function redisAddress (connection: RedisConnection): string {
   }
   const user = connection.username === undefined ? '' : `${encodeURIComponent(connection.username)}@`
   return `${connection.tls === undefined ? 'redis' : 'rediss'}://${user}${connection.host ?? 'localhost'}:${connection.port ?? 6379}`
-}
-
-function redactUrl (url: string): string {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== '') parsed.password = '***'
-    for (const key of [...parsed.searchParams.keys()]) {
-      if (/pass/i.test(key)) parsed.searchParams.set(key, '***')
-    }
-    return parsed.href
-  } catch {
-    // Not a URL Node can parse (ioredis is more lenient): hide whatever precedes an '@'.
-    return url.replace(/\/\/[^/]*@/, '//***@')
-  }
 }
 
 /**

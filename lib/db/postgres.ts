@@ -5,7 +5,7 @@ import { DrizzleQueryError, sql, type SQL } from 'drizzle-orm'
 import type { PgDatabase, PgQueryResultHKT, PgTransactionConfig } from 'drizzle-orm/pg-core'
 import * as schema from './pg-schema.js'
 import { packageMigrationsFolder } from './open.js'
-import { redisAddress } from '../redis-broker.js'
+import { redactUrl } from '../redact-url.js'
 import { DatabaseUnavailableError, DatabaseUnreachableError } from '../errors.js'
 
 declare const kAtlasPgDatabase: unique symbol
@@ -156,7 +156,7 @@ async function reachable (db: DrizzlePgDatabase, settings: DriverSettings): Prom
 }
 
 function unreachable (settings: DriverSettings, cause: Error | undefined): DatabaseUnreachableError {
-  const address = redisAddress(settings.url)
+  const address = redactUrl(settings.url)
   const code = (cause as NodeJS.ErrnoException | undefined)?.code
   let hint: string
   if (code === '28P01' || code === '28000') {
