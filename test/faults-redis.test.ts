@@ -1,34 +1,39 @@
 /**
  * Redis faults against the delivery guarantees: Redis killed and restarted under load on two
  * instances, a lost publish filled from the log (gap fill), and a reconnect that catches up
- * from the log although no event follows it. Real redis-server, real SQLite file, real sockets.
+ * from the log although no event follows it. Real redis-server, real database (a SQLite file,
+ * then a PostgreSQL database), real sockets.
  */
-import t from 'tap'
-import Database from 'better-sqlite3'
+import t, { type Test } from 'tap'
 import { Redis } from 'ioredis'
-import { openDatabase } from '../lib/db/open.js'
 import { kBeforePublish } from '../lib/outbox-relay.js'
-import { SqliteTaskRepository } from '../lib/sqlite-repository.js'
+import type { TaskRepository } from '../lib/repository.js'
 import type { LoggedEvent } from '../lib/types.js'
 import { api, connectClient, seqRange, seqReport, startInstance, tokenFor, waitUntil, type Instance } from './helpers/app.js'
+import { eachBackend, isPublished, openTestRepository, testDatabase, type DatabaseConfig } from './helpers/backends.js'
 import { startChildInstance } from './helpers/child-instance.js'
 import { startRedis } from './helpers/redis.js'
 import { pingPong, seqsOf, type TestClient } from './helpers/ws-client.js'
 
-/** A read-only view of the shared SQLite file, as an operator would look at it. */
-function inspect (t: { teardown (fn: () => unknown): void }, path: string): {
-  head (team: string): number
-  unpublished (): number
-  published (team: string, seq: number): number | undefined
-  payloads (team: string): string[]
-} {
-  const db = new Database(path, { readonly: true })
-  t.teardown(() => { db.close() })
+/**
+ * The shared log, as an operator would look at it: through a repository of its own on the
+ * instances' database (no hub: what it commits is in the log only, like the commits of an
+ * instance whose messages are lost).
+ */
+async function inspect (t: Test, database: DatabaseConfig): Promise<{
+  repository: TaskRepository
+  head (team: string): Promise<number>
+  unpublished (): Promise<number>
+  published (team: string, seq: number): Promise<boolean>
+  payloads (team: string): Promise<string[]>
+}> {
+  const { repository } = await openTestRepository(t, database)
   return {
-    head: (team) => (db.prepare('select seq from team_sequences where team_id = ?').get(team) as { seq: number } | undefined)?.seq ?? 0,
-    unpublished: () => (db.prepare('select count(*) as n from events where published = 0').get() as { n: number }).n,
-    published: (team, seq) => (db.prepare('select published from events where team_id = ? and seq = ?').get(team, seq) as { published: number } | undefined)?.published,
-    payloads: (team) => (db.prepare('select payload from events where team_id = ? order by seq').all(team) as Array<{ payload: string }>).map((r) => r.payload)
+    repository,
+    head: async (team) => await repository.headSeq(team),
+    unpublished: async () => await repository.unpublishedCount(),
+    published: async (team, seq) => await isPublished(repository, team, seq),
+    payloads: async (team) => (await repository.eventsAfter(team, 0, 100_000)).map((e) => e.payload)
   }
 }
 
@@ -87,13 +92,13 @@ function drive (instances: Instance[], token: string, teams: string[], workers: 
   }
 }
 
-t.test('Redis killed and restarted while two instances take mutations: every client gets every event once, in order', async (t) => {
+eachBackend(t, 'Redis killed and restarted while two instances take mutations: every client gets every event once, in order', async (t, backend) => {
   const redis = await startRedis(t)
-  const databasePath = `${t.testdir()}/atlas.db`
+  const database = await testDatabase(t, backend)
   const realtime = { hub: { relayIntervalMs: 200 } }
-  const a = await startInstance(t, { databasePath, redisUrl: redis.url, realtime })
-  const b = await startInstance(t, { databasePath, redisUrl: redis.url, realtime })
-  const db = inspect(t, databasePath)
+  const a = await startInstance(t, { ...database, redisUrl: redis.url, realtime })
+  const b = await startInstance(t, { ...database, redisUrl: redis.url, realtime })
+  const db = await inspect(t, database)
   const teams = ['red', 'blue']
   const writer = await tokenFor('writer', teams)
   const both = await tokenFor('alice', teams)
@@ -119,7 +124,7 @@ t.test('Redis killed and restarted while two instances take mutations: every cli
 
   t.same(driver.failures, [], 'no HTTP mutation failed')
   t.ok(driver.statuses.every((s) => s >= 200 && s <= 299), 'every mutation answered 2xx')
-  const heads = Object.fromEntries(teams.map((team) => [team, db.head(team)]))
+  const heads = Object.fromEntries(await Promise.all(teams.map(async (team) => [team, await db.head(team)])))
   t.equal(heads.red + heads.blue, driver.done, 'one event per mutation, no more, no less')
 
   for (const { name, client, teams: subscribed } of clients) {
@@ -127,7 +132,7 @@ t.test('Redis killed and restarted while two instances take mutations: every cli
       seqsOf(client.events, team).length >= heads[team]), 20_000)
   }
   // Outbox drained: once Redis is back every event is marked published.
-  await waitUntil('the outbox to drain', () => db.unpublished() === 0, 20_000)
+  await waitUntil('the outbox to drain', async () => await db.unpublished() === 0, 20_000)
 
   const lines: string[] = []
   for (const { name, client, teams: subscribed } of clients) {
@@ -138,19 +143,19 @@ t.test('Redis killed and restarted while two instances take mutations: every cli
       t.same(seqs, seqRange(1, heads[team]), `${name} ${team}: every seq exactly once, in order`)
     }
     // The bytes are the log's: what a client holds is what was committed.
-    t.same(client.events.filter((e) => e.teamId === 'red').map((e) => JSON.stringify(e)), db.payloads('red'), `${name}: red events equal the log`)
+    t.same(client.events.filter((e) => e.teamId === 'red').map((e) => JSON.stringify(e)), await db.payloads('red'), `${name}: red events equal the log`)
   }
   t.comment(`mutations: ${driver.done} (${duringOutage} while Redis was down), all 2xx`)
   for (const line of lines) t.comment(line)
 })
 
-t.test('gap fill: an event whose publish was lost is read from the log before the next one is delivered', async (t) => {
+eachBackend(t, 'gap fill: an event whose publish was lost is read from the log before the next one is delivered', async (t, backend) => {
   const redis = await startRedis(t)
-  const databasePath = `${t.testdir()}/atlas.db`
+  const database = await testDatabase(t, backend)
   // Relay only at start: nothing but the gap fill can bring seq 2 to the other instance.
-  const a = await startInstance(t, { databasePath, redisUrl: redis.url, realtime: { hub: { relayIntervalMs: 0 } } })
+  const a = await startInstance(t, { ...database, redisUrl: redis.url, realtime: { hub: { relayIntervalMs: 0 } } })
   const b = await startInstance(t, {
-    databasePath,
+    ...database,
     redisUrl: redis.url,
     realtime: {
       hub: {
@@ -159,7 +164,7 @@ t.test('gap fill: an event whose publish was lost is read from the log before th
       }
     }
   })
-  const db = inspect(t, databasePath)
+  const db = await inspect(t, database)
   const alice = await tokenFor('alice', ['red'])
   const onA = await connectClient(t, a, alice)
   const onB = await connectClient(t, b, alice)
@@ -171,21 +176,21 @@ t.test('gap fill: an event whose publish was lost is read from the log before th
   await pingPong(onA)
   await onB.waitFor('seq 2 on B (local)', () => onB.events.length === 2)
   t.same(seqsOf(onA.events, 'red'), [1], 'seq 2 never went through Redis: A does not have it yet')
-  t.equal(db.published('red', 2), 0, 'seq 2 is still in the outbox')
+  t.equal(await db.published('red', 2), false, 'seq 2 is still in the outbox')
 
   t.equal((await api(b.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'three' } })).status, 201)
   await onA.waitFor('seq 3 on A', () => onA.lastSeq('red') >= 3)
   t.same(seqsOf(onA.events, 'red'), [1, 2, 3], 'seq 3 arrived by Redis with 2 missing: 2 was read from the log first')
   t.same(onA.events.map((e) => (e as { task?: { title: string } }).task?.title), ['one', 'lost', 'three'])
   t.same(seqsOf(onB.events, 'red'), [1, 2, 3])
-  await waitUntil('seq 3 marked published', () => db.published('red', 3) === 1)
-  t.equal(db.published('red', 2), 0, 'seq 2 reached A through the log, not through the broker')
+  await waitUntil('seq 3 marked published', async () => await db.published('red', 3))
+  t.equal(await db.published('red', 2), false, 'seq 2 reached A through the log, not through the broker')
 })
 
-t.test('reconnect catch-up: after Redis returns, a stream catches up from the log with no later event to trigger it', async (t) => {
+eachBackend(t, 'reconnect catch-up: after Redis returns, a stream catches up from the log with no later event to trigger it', async (t, backend) => {
   const redis = await startRedis(t)
-  const databasePath = `${t.testdir()}/atlas.db`
-  const a = await startInstance(t, { databasePath, redisUrl: redis.url, realtime: { hub: { relayIntervalMs: 0 } } })
+  const database = await testDatabase(t, backend)
+  const a = await startInstance(t, { ...database, redisUrl: redis.url, realtime: { hub: { relayIntervalMs: 0 } } })
   const alice = await tokenFor('alice', ['red'])
   const client = await connectClient(t, a, alice)
   t.equal((await api(a.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'before' } })).status, 201)
@@ -193,10 +198,8 @@ t.test('reconnect catch-up: after Redis returns, a stream catches up from the lo
 
   await redis.kill()
   // Another writer of the same log (an instance whose messages are lost while A's subscription
-  // is down). It has no hub: its events exist only in SQLite.
-  const other = openDatabase({ path: databasePath })
-  t.teardown(() => { other.close() })
-  const writer = new SqliteTaskRepository(other.db)
+  // is down). It has no hub: its events exist only in the database.
+  const { repository: writer } = await openTestRepository(t, database)
   for (const title of ['while down 1', 'while down 2', 'while down 3']) await writer.create('red', { title }, { actor: 'carol' })
   await pingPong(client)
   t.same(seqsOf(client.events, 'red'), [1], 'nothing reached A while Redis was down')
@@ -209,11 +212,11 @@ t.test('reconnect catch-up: after Redis returns, a stream catches up from the lo
   t.same(client.events.slice(1).map((e) => (e as { task?: { title: string } }).task?.title), ['while down 1', 'while down 2', 'while down 3'])
 })
 
-t.test('a client that connects while Redis is down gets local events at once and the rest when Redis is back', async (t) => {
+eachBackend(t, 'a client that connects while Redis is down gets local events at once and the rest when Redis is back', async (t, backend) => {
   const redis = await startRedis(t)
-  const databasePath = `${t.testdir()}/atlas.db`
-  const a = await startInstance(t, { databasePath, redisUrl: redis.url, realtime: { hub: { relayIntervalMs: 0 } } })
-  const b = await startInstance(t, { databasePath, redisUrl: redis.url, realtime: { hub: { relayIntervalMs: 0 } } })
+  const database = await testDatabase(t, backend)
+  const a = await startInstance(t, { ...database, redisUrl: redis.url, realtime: { hub: { relayIntervalMs: 0 } } })
+  const b = await startInstance(t, { ...database, redisUrl: redis.url, realtime: { hub: { relayIntervalMs: 0 } } })
   const alice = await tokenFor('alice', ['red'])
   t.equal((await api(a.baseUrl, 'POST', '/teams/red/tasks', { token: alice, body: { title: 'before' } })).status, 201)
 
@@ -233,13 +236,13 @@ t.test('a client that connects while Redis is down gets local events at once and
   t.same(seqsOf(late.events, 'red'), [1, 2, 3, 4])
 })
 
-t.test('an outbox larger than one relay page while Redis is down: the instance stays responsive and everything goes out when Redis is back', async (t) => {
+eachBackend(t, 'an outbox larger than one relay page while Redis is down: the instance stays responsive and everything goes out when Redis is back', async (t, backend) => {
   const redis = await startRedis(t)
-  const databasePath = `${t.testdir()}/atlas.db`
+  const database = await testDatabase(t, backend)
   // In its own process, so that an instance that stops answering fails this test instead of freezing it.
-  const relaying = await startChildInstance(t, { databasePath, redisUrl: redis.url, relayIntervalMs: 100, relayGraceMs: 0 })
-  const watching = await startInstance(t, { databasePath, redisUrl: redis.url, realtime: { hub: { relayIntervalMs: 0 } } })
-  const db = inspect(t, databasePath)
+  const relaying = await startChildInstance(t, { ...database, redisUrl: redis.url, relayIntervalMs: 100, relayGraceMs: 0 })
+  const watching = await startInstance(t, { ...database, redisUrl: redis.url, realtime: { hub: { relayIntervalMs: 0 } } })
+  const db = await inspect(t, database)
   const alice = await tokenFor('alice', ['red'])
   const client = await connectClient(t, watching, alice)
   const attempts = async (): Promise<number> => {
@@ -249,12 +252,10 @@ t.test('an outbox larger than one relay page while Redis is down: the instance s
   }
 
   await redis.kill()
-  const other = openDatabase({ path: databasePath })
-  t.teardown(() => { other.close() })
-  const writer = new SqliteTaskRepository(other.db)
+  const writer = db.repository
   const total = 1500
   for (let i = 0; i < total; i++) await writer.create('red', { title: `offline ${i}` }, { actor: 'carol' })
-  t.equal(db.unpublished(), total)
+  t.equal(await db.unpublished(), total)
   // Two relay rounds over the whole outbox, all refused by the dead Redis.
   await waitUntil('the outbox relayed (and refused) twice', async () => await attempts() >= 2 * total, 20_000)
   const health = await fetch(`${relaying.baseUrl}/health/live`, { signal: AbortSignal.timeout(5000) }).then((r) => r.status, (err: Error) => err.message)
@@ -262,7 +263,7 @@ t.test('an outbox larger than one relay page while Redis is down: the instance s
 
   await redis.restart()
   await client.waitFor(`all ${total} events`, () => client.lastSeq('red') >= total, 20_000)
-  await waitUntil('the outbox to drain', () => db.unpublished() === 0, 20_000)
+  await waitUntil('the outbox to drain', async () => await db.unpublished() === 0, 20_000)
   await pingPong(client)
   t.same(seqsOf(client.events, 'red'), seqRange(1, total), 'every event once, in order')
 })
