@@ -3,7 +3,7 @@ import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest, Fa
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type, type TSchema } from '@sinclair/typebox'
 import { TypeCompiler, ValueErrorType, type ValueError } from '@sinclair/typebox/compiler'
-import { errorBody, FALLBACK_CLIENT_ERROR_CODE, InternalError, InvalidLimitError, PreconditionFailedError, RateLimitedError, TaskNotFoundError } from '../lib/errors.js'
+import { DatabaseUnavailableError, errorBody, FALLBACK_CLIENT_ERROR_CODE, InternalError, InvalidLimitError, PreconditionFailedError, RateLimitedError, TaskNotFoundError } from '../lib/errors.js'
 import type { MutationContext, MutationResult } from '../lib/repository.js'
 import { ErrorResponse, MutationId, TaskCreateBody, TaskListQuery, TaskListResponse, TaskParams, TaskPatchBody, TaskSchema, TeamParams, type Task } from '../protocol/schemas.js'
 import { requireTeam } from './auth.js'
@@ -184,8 +184,17 @@ function sendTask (reply: FastifyReply, result: MutationResult): FastifyReply {
   return reply.header('etag', etagOf(result.task)).send(result.task)
 }
 
+/** Retry-After of a 503 DATABASE_UNAVAILABLE: about what a PostgreSQL restart or fail-over takes. */
+const DATABASE_RETRY_AFTER_SECONDS = '2'
+
 function errorHandler (error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const statusCode = error.statusCode ?? 500
+  if (error instanceof DatabaseUnavailableError) {
+    // Not a defect here: PostgreSQL is restarting or out of reach. Nothing was applied (or the
+    // retry with the same Idempotency-Key finds it applied): the client retries shortly.
+    request.log.warn({ err: error.cause ?? error }, 'atlas: database unavailable')
+    return sendError(reply.header('retry-after', DATABASE_RETRY_AFTER_SECONDS), error)
+  }
   if (statusCode >= 500) {
     request.log.error({ err: error }, 'atlas: task route failed')
     return sendError(reply, new InternalError())

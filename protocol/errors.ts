@@ -136,7 +136,7 @@ export const HTTP_ERRORS = {
   DATABASE_UNAVAILABLE: {
     statusCode: 503,
     message: 'The database is unavailable; try again later',
-    cause: 'The database (PostgreSQL) could not be reached, went away or did not answer in time. The mutation was not applied, or is safe to retry with the same `Idempotency-Key`.'
+    cause: 'The database (PostgreSQL) could not be reached, went away or did not answer in time. Carries `Retry-After` (seconds). The mutation was not applied, or is safe to retry with the same `Idempotency-Key`.'
   },
   SERVER_OVERLOADED: {
     statusCode: 503,
