@@ -12,6 +12,13 @@ export interface TcpProxy {
    * flight" for as long as it needs, e.g. across a shutdown.
    */
   holdReplies (when: (sentSoFar: string) => boolean): Promise<void>
+  /**
+   * The server "goes away": nothing listens on the proxy's port any more (a new connection is
+   * refused) and every open connection is dropped. Resolves once both hold.
+   */
+  cut (): Promise<void>
+  /** The server is back: the proxy listens again, on the same port. */
+  restore (): Promise<void>
 }
 
 /** A TCP proxy to 127.0.0.1:`targetPort` on a free port, closed when the test ends. */
@@ -58,13 +65,21 @@ export async function startTcpProxy (t: { teardown (fn: () => unknown): void }, 
   await once(server, 'listening')
   const address = server.address()
   if (address === null || typeof address === 'string') throw new Error('proxy: no address')
-  t.teardown(async () => {
+  const cut = async (): Promise<void> => {
+    const closed = new Promise((resolve) => server.close(resolve))
     for (const socket of sockets) socket.destroy()
-    await new Promise((resolve) => server.close(resolve))
-  })
+    sockets.clear()
+    await closed
+  }
+  t.teardown(cut)
   return {
     url: `redis://127.0.0.1:${address.port}`,
     port: address.port,
-    holdReplies: async (when) => await new Promise<void>((resolve) => { arm = { when, started: resolve } })
+    holdReplies: async (when) => await new Promise<void>((resolve) => { arm = { when, started: resolve } }),
+    cut,
+    restore: async () => {
+      server.listen(address.port, '127.0.0.1')
+      await once(server, 'listening')
+    }
   }
 }
