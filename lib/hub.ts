@@ -74,7 +74,7 @@ class TeamStream {
   subscribed: Promise<void> = Promise.resolve()
 }
 
-type Origin = 'local' | 'remote'
+type Origin = 'local' | 'remote' | 'log'
 
 const CATCH_UP_PAGE = 500
 /** Events held while a gap before them is read from the log; beyond it, later ones are read from the log too. */
@@ -188,6 +188,15 @@ export class Hub {
     await this.#replay(client, teamId, stream, token, since)
   }
 
+  /**
+   * Takes an event read from the log elsewhere in this process (the outbox relay publishing what
+   * an instance committed and never published, maybe one that died): the broker does not echo
+   * this instance's own messages, so without this its sockets would wait for a later event.
+   */
+  offer (event: LoggedEvent): void {
+    this.#advance(event, 'log')
+  }
+
   leave (client: HubClient, teamId: string): void {
     const stream = this.#teams.get(teamId)
     if (stream === undefined) return
@@ -282,7 +291,7 @@ export class Hub {
    * one read from the log, when the event that showed the gap arrived (the earliest moment this
    * instance knew of it); without it, no lag is known.
    */
-  #deliver (stream: TeamStream, event: LoggedEvent, origin?: Origin, lagFrom?: number): void {
+  #deliver (stream: TeamStream, event: LoggedEvent, origin: Origin = 'log', lagFrom?: number): void {
     stream.delivered = event.seq
     if (stream.clients.size === 0) return
     const frame = new SharedFrame(event.payload)
@@ -290,7 +299,7 @@ export class Hub {
     if (eventDelivered.hasSubscribers) {
       const from = event.arrivedAt ?? lagFrom
       const lagMs = from === undefined ? undefined : performance.now() - from
-      eventDelivered.publish({ instance: this.#broker.instanceId, count: stream.clients.size, lagMs, origin: origin ?? 'log' })
+      eventDelivered.publish({ instance: this.#broker.instanceId, count: stream.clients.size, lagMs, origin })
     }
   }
 

@@ -19,6 +19,12 @@ export interface OutboxRelayOptions {
   relayIntervalMs: number
   /** Unpublished events younger than this are left to their own publish. */
   relayGraceMs: number
+  /**
+   * Told of each event the relay publishes (read from the log, not a commit of this instance's
+   * that it just heard of): the broker does not echo an instance's own messages, so this
+   * instance's hub takes relayed events from here.
+   */
+  onRelayed?: (event: LoggedEvent) => void
   [kBeforePublish]?: (event: LoggedEvent) => void
 }
 
@@ -40,6 +46,7 @@ export class OutboxRelay {
   readonly #log: Logger
   readonly #relayGraceMs: number
   readonly #beforePublish: ((event: LoggedEvent) => void) | undefined
+  readonly #onRelayed: ((event: LoggedEvent) => void) | undefined
   readonly #timer: NodeJS.Timeout | undefined
   readonly #unsubscribeCommits: () => void
   #publishedBatch: Array<{ teamId: string, seq: number }> = []
@@ -56,6 +63,7 @@ export class OutboxRelay {
     this.#log = options.logger
     this.#relayGraceMs = options.relayGraceMs
     this.#beforePublish = options[kBeforePublish]
+    this.#onRelayed = options.onRelayed
     this.#unsubscribeCommits = this.#repository.onCommit((event) => { this.#publish(event) })
     if (options.relayIntervalMs > 0) {
       this.#timer = setInterval(() => { this.#relay(Date.now() - this.#relayGraceMs) }, options.relayIntervalMs)
@@ -154,6 +162,7 @@ export class OutboxRelay {
     }
     if (pending.length === 0 || this.#closed) return false
     this.#log.debug({ count: pending.length }, 'atlas: relaying unpublished events')
+    if (this.#onRelayed !== undefined) for (const event of pending) this.#onRelayed(event)
     const taken = await Promise.all(pending.map(async (event) => await this.#publish(event)))
     if (outboxRelayed.hasSubscribers) {
       const published = taken.filter(Boolean).length

@@ -56,6 +56,8 @@ const hubPlugin: FastifyPluginAsync<AtlasHubOptions> = async (fastify, rawOption
     logger,
     relayIntervalMs: options.relayIntervalMs,
     relayGraceMs: options.relayGraceMs,
+    // Called after a read of the log (never during construction): `hub` exists by then.
+    onRelayed: (event) => { hub.offer(event) },
     [kBeforePublish]: beforePublish
   })
   const hub = new Hub({ repository, broker, logger, maxReplayEvents: options.maxReplayEvents, onRecovered: () => { relay.relayAll() } })
