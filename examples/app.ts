@@ -202,6 +202,9 @@ function findDir (candidates: string[], file: string): string {
 
 /** The suite's database options: PostgreSQL for a URL, else the SQLite file (no key left undefined). */
 function databaseOptions ({ databasePath, databaseUrl, databaseDriver }: ExampleConfig): AtlasRealtimeOptions['database'] {
-  if (databaseUrl === undefined) return { databasePath }
+  if (databaseUrl === undefined) {
+    if (databasePath === undefined) throw new TypeError('buildExampleApp: give databasePath (SQLite) or databaseUrl (PostgreSQL)')
+    return { databasePath }
+  }
   return databaseDriver === undefined ? { url: databaseUrl } : { url: databaseUrl, driver: databaseDriver }
 }

@@ -69,7 +69,8 @@ export const AtlasRealtimeOptionsSchema = group({
   }))
 }, { $id: 'AtlasRealtimeOptions', description: 'Options of atlasRealtime.' })
 
-export type AtlasRealtimeOptions = OptionsOf<typeof AtlasRealtimeOptionsSchema> & {
+export type AtlasRealtimeOptions = Omit<OptionsOf<typeof AtlasRealtimeOptionsSchema>, 'database'> & {
+  database: AtlasRepositoryOptions
   hub?: AtlasHubOptions
 }
 
@@ -97,7 +98,8 @@ const atlasRealtimePlugin: FastifyPluginAsync<AtlasRealtimeOptions> = async (fas
   // First: they act on every request and every route declared after them.
   await fastify.register(atlasCredentials)
   await fastify.register(atlasUpgradeGuard)
-  await fastify.register(atlasRepository, options.database)
+  // Checked by atlasRepository itself, exactly one of databasePath and url included.
+  await fastify.register(atlasRepository, options.database as AtlasRepositoryOptions)
   await fastify.register(atlasBroker, options.broker)
   await fastify.register(atlasHub, rawOptions.hub ?? {})
   // With Redis, rate-limit counters live there too, so a limit holds across instances.

@@ -41,7 +41,9 @@ export const AtlasRepositoryOptionsSchema = group({
   }))
 }, { $id: 'AtlasRepositoryOptions', description: 'Options of atlasRepository.', example: '{ databasePath: "./atlas.db" } or { url: "postgres://atlas@db/atlas" }' })
 
-export type AtlasRepositoryOptions = OptionsOf<typeof AtlasRepositoryOptionsSchema>
+/** Where the database is: exactly one of `databasePath` (SQLite) and `url` (PostgreSQL). */
+export type AtlasRepositoryOptions = Omit<OptionsOf<typeof AtlasRepositoryOptionsSchema>, 'databasePath' | 'url'> &
+  ({ databasePath: string, url?: undefined } | { url: string, databasePath?: undefined })
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -26,6 +26,8 @@ const authenticate: Authenticate = () => ({ userId: 'u1', teams: ['team-1'] })
 describe('atlasRealtime', () => {
   test('takes the documented options', () => {
     expect(app.register).type.toBeCallableWith(atlasRealtime, { authenticate, database: { databasePath: './atlas.db' } })
+    expect(app.register).type.toBeCallableWith(atlasRealtime, { authenticate, database: { url: 'postgres://atlas@db/atlas' } })
+    expect(app.register).type.not.toBeCallableWith(atlasRealtime, { authenticate, database: {} })
     expect(app.register).type.toBeCallableWith(atlasRealtime, {
       authenticate,
       database: { databasePath: ':memory:', busyTimeoutMs: 5000, checkpointIntervalMs: 0 },
@@ -60,6 +62,8 @@ describe('each plugin on its own', () => {
     expect(app.register).type.not.toBeCallableWith(atlasRepository, { databasePath: ':memory:', unknownOption: 1 })
     expect(app.register).type.not.toBeCallableWith(atlasRepository, { databasePath: ':memory:', busyTimeoutMs: '100' })
     expect(app.register).type.not.toBeCallableWith(atlasRepository, {})
+    expect(app.register).type.toBeCallableWith(atlasRepository, { url: 'postgres://atlas@db/atlas', poolSize: 20, driver: 'pg' })
+    expect(app.register).type.not.toBeCallableWith(atlasRepository, { url: 'postgres://atlas@db/atlas', databasePath: './atlas.db' })
   })
 
   test('atlasBroker', () => {
