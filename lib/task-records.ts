@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto'
 import { InvalidCursorError, InvalidLimitError, InvalidTaskError, MutationIdConflictError, PreconditionFailedError, TaskNotFoundError } from './errors.js'
-import { createdTaskFields, TASK_FIELDS, type TaskField } from '../protocol/constants.js'
+import { createdTaskFields, TASK_FIELDS, type TaskField, type TaskStatus } from '../protocol/constants.js'
 import type { Task, TaskEvent, TaskInput, TaskPatch } from '../protocol/schemas.js'
 import type { CommitListener, ListOptions, MutationContext, MutationResult } from './repository.js'
 import type { LoggedEvent } from './types.js'
-import type { TaskRow } from './db/schema.js'
 import { isWellFormed } from './well-formed.js'
 import { transactionTimed } from './diagnostics.js'
 
@@ -13,6 +12,29 @@ import { transactionTimed } from './diagnostics.js'
 // and telling commit listeners. One place, so the two databases cannot drift apart in meaning.
 
 const FIELDS: readonly TaskField[] = TASK_FIELDS
+
+/**
+ * A task's row, the same in both databases (lib/db/schema.ts and lib/db/pg-schema.ts fail the
+ * build if theirs stops matching it). Spelled out rather than taken from a Drizzle table, so that
+ * no public declaration names drizzle-orm's types (they do not compile with skipLibCheck off).
+ */
+export interface TaskRow {
+  id: string
+  teamId: string
+  title: string
+  description: string
+  status: TaskStatus
+  assignee: string | null
+  dueDate: string | null
+  version: number
+  createdAt: number
+  updatedAt: number
+  updatedBy: string
+}
+
+/** True when A and B are the same type: `Assert<Same<A, B>>` fails to compile otherwise. */
+export type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false
+export type Assert<T extends true> = T
 
 export type EventEnvelope = Pick<TaskEvent, 'teamId' | 'seq' | 'taskId' | 'actor' | 'at' | 'mutationId'>
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never

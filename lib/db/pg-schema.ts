@@ -1,7 +1,7 @@
 import { pgTable, text, integer, bigint, index, primaryKey } from 'drizzle-orm/pg-core'
 import { sql } from 'drizzle-orm'
 import { TASK_STATUSES } from '../../protocol/constants.js'
-import type { TaskRow as SqliteTaskRow } from './schema.js'
+import type { Assert, Same, TaskRow as TaskRecord } from '../task-records.js'
 
 // The PostgreSQL twin of schema.ts: the same tables, columns, names and indexes, so the two
 // repositories share their row helpers (task-records.ts) and the docs describe one schema.
@@ -71,8 +71,6 @@ export const revocations = pgTable('revocations', {
 
 export type TaskRow = typeof tasks.$inferSelect
 
-// The row helpers (task-records.ts) are typed on SQLite's TaskRow: fail the build here, not
-// there, if the two tables ever stop having the same row.
-type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false
-type Assert<T extends true> = T
-export type TaskRowsAgree = Assert<Same<TaskRow, SqliteTaskRow>>
+// The row helpers (task-records.ts) are typed on their TaskRow: fail the build here, not there,
+// if this table's row ever stops matching it.
+export type TaskRowAgrees = Assert<Same<TaskRow, TaskRecord>>

@@ -1,6 +1,7 @@
 import { sqliteTable, text, integer, index, primaryKey } from 'drizzle-orm/sqlite-core'
 import { sql } from 'drizzle-orm'
 import { TASK_STATUSES } from '../../protocol/constants.js'
+import type { Assert, Same, TaskRow as TaskRecord } from '../task-records.js'
 
 export const tasks = sqliteTable('tasks', {
   id: text('id').primaryKey(),
@@ -60,6 +61,9 @@ export const mutations = sqliteTable('mutations', {
 ])
 
 export type TaskRow = typeof tasks.$inferSelect
+// The row helpers (task-records.ts) are typed on their TaskRow: fail the build here if this
+// table's row ever stops matching it.
+export type TaskRowAgrees = Assert<Same<TaskRow, TaskRecord>>
 
 // Revocations the host made (`atlasRevoke`): a user entirely (team_id null), or one membership.
 // The database, not the broker, is the authority: a broker message only says "read revocations
