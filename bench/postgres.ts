@@ -6,20 +6,15 @@
  */
 import { spawnSync } from 'node:child_process'
 import pg from 'pg'
+import { redactUrl } from '../lib/redact-url.js'
 import { sampleProcess, type ProcSample } from './procstat.js'
 
 /** The local server the bench uses unless ATLAS_BENCH_POSTGRES_URL names another (trust auth). */
 export const DEFAULT_POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432'
 
-/** The server URL with any password hidden, for printing. */
+/** The server URL with any password hidden, for printing (no trailing slash). */
 export function redacted (url: string): string {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== '') parsed.password = '***'
-    return parsed.href.replace(/\/$/, '')
-  } catch {
-    return 'an unparsable URL'
-  }
+  return redactUrl(url).replace(/\/$/, '')
 }
 
 /** Creates and drops the bench's databases over one administrative connection. */
