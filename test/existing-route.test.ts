@@ -1,20 +1,20 @@
 import t, { type Test } from 'tap'
 import Fastify from 'fastify'
-import { join } from 'node:path'
 import { jwtAuthenticator } from '../examples/jwt-auth.js'
 import { atlasRealtime, type AtlasRealtimeOptions } from '../plugins/index.js'
 import { api, connectClient, listenInstance, TEST_SECRET, tokenFor } from './helpers/app.js'
 import { pingPong } from './helpers/ws-client.js'
+import { eachBackend, repositoryOptions, testDatabase, type Backend } from './helpers/backends.js'
 
 /**
  * An Atlas API as an integrator writes it: the suite registered first, then the routes Atlas
  * already had, which know nothing about realtime and only call the repository.
  */
-async function startAtlas (t: Test, routes?: AtlasRealtimeOptions['routes']) {
+async function startAtlas (t: Test, backend: Backend, routes?: AtlasRealtimeOptions['routes']) {
   const app = Fastify()
   await app.register(atlasRealtime, {
     authenticate: jwtAuthenticator(TEST_SECRET),
-    database: { databasePath: join(t.testdir(), 'atlas.db') },
+    database: repositoryOptions(await testDatabase(t, backend)) as AtlasRealtimeOptions['database'],
     routes
   })
   app.post<{ Params: { teamId: string }, Body: { title: string } }>('/legacy/teams/:teamId/tasks', async (request, reply) => {
@@ -29,8 +29,8 @@ async function startAtlas (t: Test, routes?: AtlasRealtimeOptions['routes']) {
   return { instance, alice, client }
 }
 
-t.test('an existing route that only calls fastify.taskRepository broadcasts to the team\'s sockets', async (t) => {
-  const { instance, client } = await startAtlas(t)
+eachBackend(t, 'an existing route that only calls fastify.taskRepository broadcasts to the team\'s sockets', async (t, backend) => {
+  const { instance, client } = await startAtlas(t, backend)
   const created = await api(instance.baseUrl, 'POST', '/legacy/teams/red/tasks', { body: { title: 'from the old API' } })
   t.equal(created.status, 201)
   const finished = await api(instance.baseUrl, 'POST', `/legacy/teams/red/tasks/${created.body.id as string}/finish`)
@@ -42,8 +42,8 @@ t.test('an existing route that only calls fastify.taskRepository broadcasts to t
   ])
 })
 
-t.test('routes: false registers no task routes, and repository mutations still broadcast', async (t) => {
-  const { instance, alice, client } = await startAtlas(t, false)
+eachBackend(t, 'routes: false registers no task routes, and repository mutations still broadcast', async (t, backend) => {
+  const { instance, alice, client } = await startAtlas(t, backend, false)
   for (const [method, body] of [['GET', undefined], ['POST', { title: 'x' }]] as const) {
     const response = await api(instance.baseUrl, method, '/teams/red/tasks', { token: alice, body })
     t.equal(response.status, 404, `${method} /teams/red/tasks is not a route`)
