@@ -2,6 +2,7 @@ import t, { type Test } from 'tap'
 import { AtlasClient, CloseCode, type TaskEvent } from '../client/index.js'
 import { api, startInstance, tokenFor, type Instance } from './helpers/app.js'
 import { controlledWebSocket, nextEvent, until, type SocketControl } from './helpers/sdk.js'
+import { eachBackend, testDatabase, type Backend } from './helpers/backends.js'
 
 interface Setup {
   instance: Instance
@@ -13,9 +14,8 @@ interface Setup {
   createTask (title: string): Promise<{ id: string }>
 }
 
-async function setup (t: Test, heartbeat?: { intervalMs: number, timeoutMs: number }): Promise<Setup> {
-  const dir = t.testdir()
-  const instance = await startInstance(t, { databasePath: `${dir}/atlas.db` })
+async function setup (t: Test, heartbeat?: { intervalMs: number, timeoutMs: number }, backend: Backend = 'sqlite'): Promise<Setup> {
+  const instance = await startInstance(t, await testDatabase(t, backend))
   const [alice, bob] = await Promise.all([tokenFor('alice', ['red']), tokenFor('bob', ['red'])])
   const control = controlledWebSocket()
   const client = new AtlasClient({
@@ -43,8 +43,8 @@ async function eventsThrough (s: Setup, seq: number): Promise<void> {
   await until(`events through seq ${seq}`, s.client, ['event'], () => s.events.some((e) => e.seq === seq))
 }
 
-t.test('a client cut off (1001, 4008, dropped TCP) resumes and gets what it missed exactly once', async (t) => {
-  const s = await setup(t)
+eachBackend(t, 'a client cut off (1001, 4008, dropped TCP) resumes and gets what it missed exactly once', async (t, backend) => {
+  const s = await setup(t, undefined, backend)
   const { instance, client, control, events, bob } = s
   await s.createTask('one')
   const two = await s.createTask('two')
@@ -115,8 +115,8 @@ t.test('a dead link is found by the heartbeat; the client reconnects and resumes
   t.equal(s.client.state, 'open')
 })
 
-t.test('a hole in the stream is never papered over: the list is reloaded', async (t) => {
-  const s = await setup(t)
+eachBackend(t, 'a hole in the stream is never papered over: the list is reloaded', async (t, backend) => {
+  const s = await setup(t, undefined, backend)
   await s.createTask('one')
   await eventsThrough(s, 1)
   // Seq 2 is lost on the way; seq 3 arrives: the client must not apply 3 on top of 1.
