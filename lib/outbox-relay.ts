@@ -53,6 +53,8 @@ export class OutboxRelay {
   #flushScheduled = false
   readonly #inflight = new Set<Promise<unknown>>()
   #relaying = false
+  /** Reading the outbox failed last time: its failures are logged once, not every interval. */
+  #readFailing = false
   /** A relay asked for while one was running: the latest `before` asked for, run when it ends. */
   #relayAgain: number | undefined
   #closed = false
@@ -157,9 +159,14 @@ export class OutboxRelay {
     try {
       pending = await this.#repository.unpublished(before, RELAY_PAGE)
     } catch (err) {
-      this.#log.warn({ err }, 'atlas: reading the outbox failed')
+      // Once per outage at warn (the database is down: a relay a second would repeat it).
+      if (this.#readFailing) this.#log.debug({ err }, 'atlas: reading the outbox still fails')
+      else this.#log.warn({ err }, 'atlas: reading the outbox failed; retried every relayIntervalMs')
+      this.#readFailing = true
       return false
     }
+    if (this.#readFailing) this.#log.info({}, 'atlas: reading the outbox works again')
+    this.#readFailing = false
     if (pending.length === 0 || this.#closed) return false
     this.#log.debug({ count: pending.length }, 'atlas: relaying unpublished events')
     if (this.#onRelayed !== undefined) for (const event of pending) this.#onRelayed(event)

@@ -4,6 +4,7 @@ import { Redis, ReplyError, type RedisOptions } from 'ioredis'
 import type { Broker } from '../lib/broker.js'
 import { RedisUnreachableError } from '../lib/errors.js'
 import { MemoryBroker, type MemoryBus } from '../lib/memory-broker.js'
+import { redactUrl } from '../lib/redact-url.js'
 import { DEFAULT_CHANNEL_PREFIX, DEFAULT_CONTROL_CHANNEL, DEFAULT_STATS_CHANNEL, RedisBroker, redisAddress, safeRedisError, type RedisConnection } from '../lib/redis-broker.js'
 import { Type } from '@sinclair/typebox'
 import { group, integer, opaqueObject, optionError, optionsChecker, redisConnection, string, type OptionsOf } from './options.js'
@@ -57,7 +58,11 @@ const brokerPlugin: FastifyPluginAsync<AtlasBrokerOptions> = async (fastify, raw
   } else {
     if (options.memoryBus !== undefined) throw optionError(NAME, 'options redis and memoryBus exclude each other')
     if (typeof redis === 'string' && !/^rediss?:\/\/[^\s]*$/.test(redis)) {
-      throw optionError(NAME, `option redis must be a redis:// or rediss:// URL (got ${JSON.stringify(redis.slice(0, 80))})`)
+      throw optionError(NAME, `option redis must be a redis:// or rediss:// URL (got ${JSON.stringify(redactUrl(redis).slice(0, 80))})`)
+    }
+    if (typeof redis === 'string' && !URL.canParse(redis)) {
+      // ioredis would throw Node's own TypeError, which carries the URL, password and all.
+      throw optionError(NAME, `option redis is not a URL that can be parsed (got ${JSON.stringify(redactUrl(redis))}): percent-encode @, /, #, : and % in the user and password`)
     }
     // Checked before connecting: a refused option leaves no connection open.
     if (options.statsChannel.startsWith(options.channelPrefix) || options.statsChannel === options.controlChannel) {

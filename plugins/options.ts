@@ -5,6 +5,7 @@
 import { Kind, OptionalKind, Type, type Static, type TArray, type TObject, type TOptional, type TSchema, type TString } from '@sinclair/typebox'
 import { TypeCompiler, ValueErrorType, type ValueError } from '@sinclair/typebox/compiler'
 import { OptionError } from '../lib/errors.js'
+import { redactUrl } from '../lib/redact-url.js'
 
 /** What the docs show of an option, besides its description. */
 interface Doc {
@@ -44,10 +45,12 @@ export function boolean (doc: Doc & { default: boolean }): WithDefault<ReturnTyp
   return withDoc(Type.Boolean({ expected: 'true or false' }), doc) as WithDefault<ReturnType<typeof Type.Boolean>>
 }
 
-export function string (doc: Doc & { default: string, pattern?: RegExp, allowEmpty?: boolean }): WithDefault<ReturnType<typeof Type.String>>
-export function string (doc: Doc & { pattern?: RegExp, allowEmpty?: boolean }): ReturnType<typeof Type.String>
-export function string ({ pattern, allowEmpty = false, ...doc }: Doc & { default?: string, pattern?: RegExp, allowEmpty?: boolean }): ReturnType<typeof Type.String> {
+export function string (doc: Doc & { default: string, pattern?: RegExp, allowEmpty?: boolean, url?: boolean }): WithDefault<ReturnType<typeof Type.String>>
+export function string (doc: Doc & { pattern?: RegExp, allowEmpty?: boolean, url?: boolean }): ReturnType<typeof Type.String>
+/** `url`: a connection URL, shown with its password redacted when it is refused. */
+export function string ({ pattern, allowEmpty = false, url = false, ...doc }: Doc & { default?: string, pattern?: RegExp, allowEmpty?: boolean, url?: boolean }): ReturnType<typeof Type.String> {
   return withDoc(Type.String({
+    ...(url ? { shows: 'url' } : {}),
     ...(allowEmpty ? {} : { minLength: 1 }),
     ...(pattern === undefined ? {} : { pattern: pattern.source }),
     expected: `a${allowEmpty ? '' : ' non-empty'} string${pattern === undefined ? '' : ` matching ${String(pattern)}`}`
@@ -203,7 +206,8 @@ function describe (root: TObject, options: object, error: ValueError, prefix?: s
   const expected = error.type === ValueErrorType.NumberMaximum || error.type === ValueErrorType.IntegerMaximum
     ? `at most ${String(schema.maximum)}`
     : String(schema.expected ?? 'valid')
-  const got = schema.shows === 'type' ? typeof value : show(value)
+  // A connection URL may carry a password: shown redacted, like everywhere else.
+  const got = schema.shows === 'type' ? typeof value : schema.shows === 'url' && typeof value === 'string' ? show(redactUrl(value)) : show(value)
   return `option ${name} must be ${expected}${required ? ' and is required' : ''} (got ${got})`
 }
 

@@ -6,13 +6,15 @@ import { openRepository } from '../lib/open-repository.js'
 import { POSTGRES_DEFAULTS, type PostgresDriver } from '../lib/db/postgres.js'
 import type { TaskRepository } from '../lib/repository.js'
 import { OptionError } from '../lib/errors.js'
+import { redactUrl } from '../lib/redact-url.js'
 import { group, integer, optionsChecker, string, type OptionsOf } from './options.js'
 
 export const AtlasRepositoryOptionsSchema = group({
   databasePath: Type.Optional(string({ description: 'SQLite: the file (created with its folder if missing; opened in WAL mode), or `\':memory:\'`. One host: every process of it shares the file. Give this or `url`.' })),
   url: Type.Optional(string({
     pattern: /^postgres(ql)?:\/\//,
-    description: 'PostgreSQL: a connection URL, `postgres://user:password@host:5432/database`. Several hosts share it (README, "Deploying on several hosts"). Give this or `databasePath`.'
+    url: true,
+    description: 'PostgreSQL: a connection URL, `postgres://user:password@host:5432/database` (percent-encode `@`, `/`, `#`, `:` and `%` in the user and password; `?sslmode=require` and the other libpq parameters node-postgres reads are passed on). Several hosts share it (README, "Deploying on several hosts"). Give this or `databasePath`.'
   })),
   poolSize: Type.Optional(integer({ default: POSTGRES_DEFAULTS.poolSize, description: 'PostgreSQL: connections this process keeps open at most.' })),
   connectTimeoutMs: Type.Optional(integer({
@@ -59,6 +61,10 @@ const repositoryPlugin: FastifyPluginAsync<AtlasRepositoryOptions> = async (fast
   const options = checkOptions(rawOptions)
   if ((options.databasePath === undefined) === (options.url === undefined)) {
     throw new OptionError(NAME, 'give exactly one of databasePath (SQLite) and url (PostgreSQL)')
+  }
+  if (options.databasePath !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(options.databasePath)) {
+    // It would open a SQLite file named after the URL, and the deployment would not be on PostgreSQL.
+    throw new OptionError(NAME, `databasePath is a SQLite file, not a URL (got ${JSON.stringify(redactUrl(options.databasePath))}): give a PostgreSQL URL as url`)
   }
   const opened = await openRepository({
     ...options,

@@ -118,6 +118,10 @@ export async function openPostgres (options: OpenPostgresOptions): Promise<Opene
     statementTimeoutMs: options.statementTimeoutMs ?? POSTGRES_DEFAULTS.statementTimeoutMs,
     onError: options.onError ?? (() => {})
   }
+  if (!URL.canParse(settings.url)) {
+    // The drivers would throw Node's own TypeError, which carries the URL, password and all.
+    throw unreachable(settings, Object.assign(new Error('Invalid URL'), { code: 'ERR_INVALID_URL' }))
+  }
   const session = driver === 'pg' ? openPg(settings) : await openPostgresJs(settings)
   try {
     await reachable(session.drizzle, settings)
@@ -140,16 +144,27 @@ export async function openPostgres (options: OpenPostgresOptions): Promise<Opene
   return { db, driver, close: async () => { await session.close(settings.statementTimeoutMs) } }
 }
 
-/** A first query, bounded by the connect timeout; an unreachable server becomes DatabaseUnreachableError. */
+/** How long start-up waits between two attempts to reach a server that refused or did not resolve. */
+const REACH_RETRY_MS = 250
+
+/**
+ * A first query, bounded by the connect timeout. A refused or unresolved connection is tried
+ * again until then (PostgreSQL may be starting next to this process, as in a compose file);
+ * refused credentials or a missing database fail at once, retrying cannot help. Past the
+ * timeout, or then, DatabaseUnreachableError.
+ */
 async function reachable (db: DrizzlePgDatabase, settings: DriverSettings): Promise<void> {
   let timer: NodeJS.Timeout | undefined
+  const deadline = Date.now() + settings.connectTimeoutMs
   const timedOut = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), settings.connectTimeoutMs) })
   try {
-    const answer = await Promise.race([db.execute(sql`select 1`), timedOut])
-    if (answer === 'timeout') throw unreachable(settings, undefined)
-  } catch (err) {
-    if (err instanceof DatabaseUnreachableError) throw err
-    throw unreachable(settings, driverError(err))
+    for (;;) {
+      const answer = await Promise.race([db.execute(sql`select 1`).then(() => 'ok' as const, (err: unknown) => driverError(err)), timedOut])
+      if (answer === 'ok') return
+      if (answer === 'timeout') throw unreachable(settings, undefined)
+      if (!isConnectionFailure(answer) || Date.now() + REACH_RETRY_MS >= deadline) throw unreachable(settings, answer)
+      await new Promise((resolve) => setTimeout(resolve, REACH_RETRY_MS))
+    }
   } finally {
     clearTimeout(timer)
   }
@@ -159,7 +174,9 @@ function unreachable (settings: DriverSettings, cause: Error | undefined): Datab
   const address = redactUrl(settings.url)
   const code = (cause as NodeJS.ErrnoException | undefined)?.code
   let hint: string
-  if (code === '28P01' || code === '28000') {
+  if (code === 'ERR_INVALID_URL') {
+    hint = 'the URL cannot be parsed: percent-encode @, /, #, : and % in the user and the password'
+  } else if (code === '28P01' || code === '28000') {
     hint = 'PostgreSQL refused the credentials: give the right user and password in the URL, postgres://user:password@host:port/database'
   } else if (code === '3D000') {
     hint = 'the database does not exist: create it, or correct its name in the URL'
