@@ -70,6 +70,8 @@ class TeamStream {
   /** The read of the log filling a gap, while one runs; `fillAgain`: a gap was seen meanwhile. */
   filling: Promise<void> | undefined
   fillAgain = false
+  /** The last read of the log failed (it is retried): logged once, not at every retry. */
+  readFailing = false
   pendingJoins = 0
   subscribed: Promise<void> = Promise.resolve()
 }
@@ -335,8 +337,12 @@ export class Hub {
           this.#deliverAhead(stream)
         }
       } while (stream.fillAgain || stream.ahead.size > 0)
+      stream.readFailing = false
     })().catch((err: unknown) => {
-      this.#log.warn({ err, teamId }, 'atlas: reading the event log failed; retrying')
+      // Once per stream and outage at warn: the retry every second would repeat it while the database is down.
+      if (stream.readFailing) this.#log.debug({ err, teamId }, 'atlas: reading the event log still fails')
+      else this.#log.warn({ err, teamId }, 'atlas: reading the event log failed; retrying every second')
+      stream.readFailing = true
       setTimeout(() => { if (this.#teams.get(teamId) === stream) void this.#fill(teamId, stream) }, FILL_RETRY_MS).unref()
     }).finally(() => { stream.filling = undefined })
     stream.filling = filling
